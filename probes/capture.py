@@ -1,0 +1,254 @@
+"""Streaming capture: reduce each layer's attention to features inside the forward pass.
+
+Forward hooks on the requested decoder layers hand that layer's attention ``(B, H, T, T)`` and
+output hidden states ``(B, T, D)`` to the feature families, store a few numbers per text and
+let the tensors go, so peak memory holds ONE layer's attention, never all ``L`` of them (as
+``output_attentions=True`` does). Confounds (token count, log-probability, perplexity,
+predictive entropy) come from the logits of the same pass.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from .config import CaptureConfig, ConfigError
+from .confounds import CONFOUND_NAMES, token_confounds
+from .features import feature_names, reduce_layer, resolve_families
+from .models import EAGER_FIX, AttentionUnavailableError, FrozenLM
+from .spectral import NegativeEigenvalueError
+from .tokens import TextTooLongError, Tokenized, tokenize_records
+
+
+class NonFiniteAttentionError(FloatingPointError):
+    """Attention holds NaN or inf; the message names record, layer and head."""
+
+
+class SpectrumError(ValueError):
+    """A Laplacian had a negative eigenvalue (a bug); the message names record, layer, head."""
+
+
+@dataclass
+class Extraction:
+    """Features of ``N`` texts.
+
+    Attributes:
+        ids: ``N`` record ids.
+        names: ``F`` feature names, ``family/Lxx[/Hyy][/kz]`` then ``confound/*``.
+        values: ``(N, F)`` float64; rows of skipped records are NaN.
+        n_tokens: ``(N,)`` tokens read per text (after truncation; 0 when skipped).
+        truncated: ``(N,)`` bool, the text was cut at ``max_tokens``.
+        skipped: ``(N,)`` bool, the text was longer than ``max_tokens`` under ``overflow: skip``.
+    """
+
+    ids: list[str]
+    names: list[str]
+    values: Tensor
+    n_tokens: Tensor
+    truncated: Tensor
+    skipped: Tensor
+
+    def column(self, name: str) -> Tensor:
+        """``(N,)`` values of one feature."""
+        return self.values[:, self.names.index(name)]
+
+
+def resolve_layers(layers: str | Sequence[int], n_layers: int) -> list[int]:
+    """Layer indices in ``[0, n_layers)``; negatives count from the end; out of range raises."""
+    if layers == "all":
+        return list(range(n_layers))
+    resolved = []
+    for i in layers:
+        if not -n_layers <= i < n_layers:
+            raise ConfigError(
+                f"option 'layers': index {i} is out of range for a model with {n_layers} "
+                f"layers (valid: 0..{n_layers - 1} or -{n_layers}..-1)"
+            )
+        resolved.append(i % n_layers)
+    return sorted(set(resolved))
+
+
+class SpectralCapture:
+    """Turns texts into feature rows with one forward pass per batch.
+
+    Args:
+        lm: the frozen model.
+        cfg: what to compute.
+
+    Example:
+        >>> from probes.models import load_frozen
+        >>> cap = SpectralCapture(load_frozen("tiny-llama"), CaptureConfig(layers=(0,)))
+        >>> ex = cap.extract(["2 + 3 = 5"])
+        >>> ex.values.shape == (1, len(cap.names))
+        True
+    """
+
+    def __init__(self, lm: FrozenLM, cfg: CaptureConfig):
+        self.lm = lm
+        self.cfg = cfg
+        self.layers = resolve_layers(cfg.layers, lm.n_layers)
+        self.families = resolve_families(cfg)
+        self.n_groups = 1 if cfg.heads == "mean" else lm.n_heads
+        self.spectral_names = feature_names(self.families, self.layers, self.n_groups, cfg)
+        self.names = self.spectral_names + list(CONFOUND_NAMES)
+        self._per_layer = len(self.spectral_names) // max(1, len(self.layers))
+        self._needs_hidden = any(f.needs_hidden for f in self.families)
+        positions = lm.max_positions
+        self.max_tokens = min(cfg.max_tokens, positions) if positions else cfg.max_tokens
+
+    def extract(
+        self,
+        texts: Sequence[str],
+        ids: Sequence[str] | None = None,
+        span_starts: Sequence[int] | None = None,
+        batch_size: int = 4,
+        progress: bool = False,
+    ) -> Extraction:
+        """Features of every text.
+
+        Args:
+            texts: ``N`` texts.
+            ids: ``N`` record ids for messages and results (default ``"0"``, ``"1"``...).
+            span_starts: ``N`` character offsets where the analysed span starts; required
+                (and only read) when the config's ``span`` is ``solution``.
+            batch_size: texts per forward pass (padded on the right).
+            progress: show a progress bar with texts/s and tokens/s.
+
+        Raises:
+            ValueError: an empty text, a span shorter than 2 tokens, or a text over
+                ``max_tokens`` under ``overflow: error``; raised before any forward pass.
+            NonFiniteAttentionError: NaN or inf in attention (names record, layer, head).
+        """
+        ids = [str(i) for i in range(len(texts))] if ids is None else [str(i) for i in ids]
+        if self.cfg.span == "solution" and span_starts is None:
+            raise ConfigError("option 'span' is 'solution' but no span_starts were given")
+        starts = span_starts if self.cfg.span == "solution" else None
+        toks = tokenize_records(
+            self.lm.tokenizer, texts, ids, starts, self.max_tokens, self.cfg.overflow
+        )
+        N, F = len(texts), len(self.names)
+        values = torch.full((N, F), float("nan"), dtype=torch.float64)
+        # Longest first: batches of similar lengths waste little on padding.
+        order = sorted(
+            (i for i, t in enumerate(toks) if not t.skipped), key=lambda i: -len(toks[i].ids)
+        )
+        bar = tqdm(total=N, disable=not progress, unit="text", desc="capture")
+        bar.update(N - len(order))
+        start, n_tok = time.perf_counter(), 0
+        for b in range(0, len(order), batch_size):
+            batch = order[b : b + batch_size]
+            values[batch] = self._forward([toks[i] for i in batch])
+            n_tok += sum(len(toks[i].ids) for i in batch)
+            bar.update(len(batch))
+            elapsed = max(time.perf_counter() - start, 1e-9)
+            bar.set_postfix(texts_s=f"{bar.n / elapsed:.2f}", tokens_s=f"{n_tok / elapsed:.0f}")
+        bar.close()
+        return Extraction(
+            ids=ids,
+            names=list(self.names),
+            values=values,
+            n_tokens=torch.tensor([len(t.ids) for t in toks], dtype=torch.long),
+            truncated=torch.tensor([t.truncated for t in toks]),
+            skipped=torch.tensor([t.skipped for t in toks]),
+        )
+
+    def _forward(self, batch: list[Tokenized]) -> Tensor:
+        """``(B, F)`` features of one right-padded batch."""
+        device = self.lm.device
+        T = max(len(t.ids) for t in batch)
+        pad = self.lm.tokenizer.pad_token_id
+        input_ids = torch.full((len(batch), T), pad, dtype=torch.long)
+        mask = torch.zeros((len(batch), T), dtype=torch.long)
+        for b, t in enumerate(batch):
+            input_ids[b, : len(t.ids)] = torch.tensor(t.ids)
+            mask[b, : len(t.ids)] = 1
+        out = torch.empty((len(batch), len(self.spectral_names)), dtype=torch.float64)
+        with self._hooks(batch, out), torch.inference_mode():
+            logits = self.lm.model(
+                input_ids=input_ids.to(device), attention_mask=mask.to(device), use_cache=False
+            ).logits  # (B, T, V)
+        conf = torch.stack(
+            [
+                token_confounds(logits[b, : len(t.ids)], input_ids[b, : len(t.ids)], t.span_start)
+                for b, t in enumerate(batch)
+            ]
+        )  # (B, n_confounds)
+        return torch.cat([out, conf], dim=1)
+
+    @contextlib.contextmanager
+    def _hooks(self, batch: list[Tokenized], out: Tensor) -> Iterator[None]:
+        """Install the per-layer hooks; always removed, even when the forward pass fails."""
+        handles = []
+        for slot, layer in enumerate(self.layers):
+            stash: dict[str, Tensor] = {}
+            attn_mod = self.lm.attention_module(layer)
+            handles.append(attn_mod.register_forward_hook(_stash_attention(stash, layer)))
+            handles.append(
+                self.lm.layers[layer].register_forward_hook(
+                    self._reduce_hook(stash, layer, slot, batch, out)
+                )
+            )
+        try:
+            yield
+        finally:
+            for h in handles:
+                h.remove()
+
+    def _reduce_hook(self, stash, layer: int, slot: int, batch: list[Tokenized], out: Tensor):
+        cols = slice(slot * self._per_layer, (slot + 1) * self._per_layer)
+
+        def hook(module, args, output):
+            attn = stash.pop("attn")  # (B, H, T, T); dropped when this hook returns
+            hidden = output[0] if isinstance(output, tuple) else output  # (B, T, D)
+            for b, t in enumerate(batch):
+                s, n = t.span_start, len(t.ids)
+                a = attn[b, :, s:n, s:n]  # (H, n - s, n - s)
+                _check_finite(a, t.id, layer)
+                x = hidden[b, s:n] if self._needs_hidden else None  # (n - s, D)
+                try:
+                    out[b, cols] = reduce_layer(a, x, self.families, self.cfg).cpu()
+                except NegativeEigenvalueError as err:
+                    head = "mean of heads" if self.cfg.heads == "mean" else f"head {err.index[0]}"
+                    raise SpectrumError(f"record {t.id!r}, layer {layer}, {head}: {err}") from err
+
+        return hook
+
+
+def _stash_attention(stash: dict[str, Tensor], layer: int):
+    def hook(module, args, output):
+        weights = output[1] if isinstance(output, tuple) and len(output) > 1 else None
+        if weights is None:
+            raise AttentionUnavailableError(
+                f"layer {layer}'s attention returned no weights (SDPA or flash attention); "
+                f"{EAGER_FIX}"
+            )
+        stash["attn"] = weights
+
+    return hook
+
+
+def _check_finite(a: Tensor, record: str, layer: int) -> None:
+    """Raise naming record, layer and head when ``a`` ``(H, T, T)`` holds NaN or inf."""
+    bad = ~torch.isfinite(a).flatten(1).all(dim=1)  # (H,)
+    if bool(bad.any()):
+        head = int(bad.nonzero()[0])
+        raise NonFiniteAttentionError(
+            f"record {record!r}: attention of layer {layer}, head {head} holds NaN or inf "
+            "(try dtype float32 if the model runs in float16/bfloat16)"
+        )
+
+
+__all__ = [
+    "Extraction",
+    "NonFiniteAttentionError",
+    "SpectralCapture",
+    "SpectrumError",
+    "TextTooLongError",
+    "resolve_layers",
+]

@@ -1,0 +1,194 @@
+"""Feature families: each turns one layer's attention graph into a few numbers.
+
+A family follows one small protocol (``name``, ``width``, ``compute``) and is found in the
+``FAMILIES`` registry by name. All families of one layer share a :class:`LayerGraph`, which
+computes each eigendecomposition once, lazily, for whichever families ask for it.
+
+Feature names are the contract between extraction, calibrators and exported scorers:
+``family/Lxx[/Hyy][/kz]``, e.g. ``fiedler/L12``, ``lapeig/L03/H05/k2``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+
+import torch
+from torch import Tensor
+
+from . import spectral as sp
+from .config import CaptureConfig, ConfigError
+
+
+class LayerGraph:
+    """One layer of one text, seen as ``G`` graphs (``G = 1`` for ``heads: mean``, else ``H``).
+
+    Args:
+        attn: ``(G, T, T)`` attention over the analysed span (any float dtype).
+        hidden: ``(T, D)`` the layer's output hidden states over the span, or ``None``.
+        cfg: the capture config (Laplacian kind, ``k``, precision).
+    """
+
+    def __init__(self, attn: Tensor, hidden: Tensor | None, cfg: CaptureConfig, vectors: bool):
+        self.cfg = cfg
+        self.dtype = getattr(torch, cfg.eig_dtype)
+        self.attn = attn.to(self.dtype)  # (G, T, T)
+        self.hidden = hidden  # (T, D)
+        self._vectors = vectors  # some family needs eigenvectors: solve eigh once, not twice
+
+    @cached_property
+    def W(self) -> Tensor:
+        return sp.symmetrize(self.attn)  # (G, T, T)
+
+    @cached_property
+    def eigh(self) -> tuple[Tensor, Tensor]:
+        return sp.laplacian_eigh(self.W, self.cfg.laplacian, self.dtype)  # (G, T), (G, T, T)
+
+    @cached_property
+    def eigvals(self) -> Tensor:
+        """``(G, T)`` ascending eigenvalues of the configured Laplacian."""
+        if self._vectors:
+            return self.eigh[0]
+        return sp.laplacian_eigvals(self.W, self.cfg.laplacian, self.dtype)
+
+    @cached_property
+    def sym_eigvals(self) -> Tensor:
+        """``(G, T)`` ascending eigenvalues of ``L_sym`` (the Fiedler value is defined on it)."""
+        if self.cfg.laplacian in ("sym", "rw"):
+            return self.eigvals
+        return sp.laplacian_eigvals(self.W, "sym", self.dtype)
+
+    @cached_property
+    def signal(self) -> dict[str, Tensor]:
+        if self.hidden is None:
+            raise ValueError("graph-signal features need the layer's hidden states")
+        vals, vecs = self.eigh
+        return sp.graph_signal_features(vals, vecs, self.hidden, self.cfg.hfer_fraction)
+
+
+@dataclass(frozen=True)
+class Family:
+    """A feature family: ``compute(graph)`` returns ``(G, width(cfg))`` values."""
+
+    name: str
+    compute: Callable[[LayerGraph], Tensor]
+    doc: str
+    width: Callable[[CaptureConfig], int] = lambda cfg: 1
+    needs_vectors: bool = False
+    needs_hidden: bool = False
+
+
+def _k(cfg: CaptureConfig) -> int:
+    return cfg.k
+
+
+def _col(x: Tensor) -> Tensor:
+    return x.unsqueeze(-1)  # (G,) -> (G, 1)
+
+
+def _eig_low(g: LayerGraph) -> Tensor:
+    # Skip the trivial lambda_1 = 0 of a connected graph.
+    return sp.pick(g.eigvals, list(range(1, g.cfg.k + 1)))
+
+
+def _eig_high(g: LayerGraph) -> Tensor:
+    T = g.eigvals.shape[-1]
+    return sp.pick(g.eigvals, [T - 1 - i for i in range(g.cfg.k)])
+
+
+def _lapeig(g: LayerGraph) -> Tensor:
+    vals = sp.causal_laplacian_eigvals(g.attn).sort(dim=-1, descending=True).values
+    return sp.pick(vals, list(range(g.cfg.k)))
+
+
+def _signal(name: str) -> Callable[[LayerGraph], Tensor]:
+    return lambda g: _col(g.signal[name])
+
+
+_FAMILY_LIST = [
+    Family("eig_low", _eig_low, "smallest k Laplacian eigenvalues after the trivial 0", _k),
+    Family("eig_high", _eig_high, "largest k Laplacian eigenvalues, descending", _k),
+    Family("fiedler", lambda g: _col(sp.fiedler_value(g.sym_eigvals)), "lambda_2 of L_sym"),
+    Family("gap", lambda g: _col(sp.spectral_gap(g.eigvals)), "lambda_2 - lambda_1"),
+    Family(
+        "eigengap",
+        lambda g: _col(sp.max_eigengap(g.eigvals, g.cfg.k)),
+        "largest gap among the first k + 1 eigenvalues",
+    ),
+    Family(
+        "spectral_entropy",
+        lambda g: _col(sp.spectral_entropy(g.eigvals)),
+        "entropy of lambda / sum(lambda)",
+    ),
+    Family("eig_mean", lambda g: _col(g.eigvals.mean(dim=-1)), "mean eigenvalue"),
+    Family("eig_std", lambda g: _col(g.eigvals.std(dim=-1, correction=0)), "eigenvalue std"),
+    Family("lapeig", _lapeig, "top-k eigenvalues of the directed causal Laplacian", _k),
+    Family("attn_logdet", lambda g: _col(sp.attention_logdet(g.attn)), "mean_j log A[j, j]"),
+    *[
+        Family(name, _signal(name), doc, needs_vectors=True, needs_hidden=True)
+        for name, doc in [
+            ("energy", "Dirichlet energy tr(X^T L X) of the hidden states"),
+            ("smoothness", "energy / tr(X^T X)"),
+            ("hfer", "share of hidden-state power in the top graph frequencies"),
+            ("signal_entropy", "entropy of the hidden states' graph power spectrum"),
+        ]
+    ],
+]
+
+#: Every feature family, by name.
+FAMILIES: dict[str, Family] = {f.name: f for f in _FAMILY_LIST}
+
+
+def resolve_families(cfg: CaptureConfig) -> list[Family]:
+    """The configured families, in registry order; unknown names raise naming the option."""
+    if cfg.families == "all":
+        return list(FAMILIES.values())
+    if isinstance(cfg.families, str):
+        raise ConfigError(f"option 'families': expected 'all' or a list, got {cfg.families!r}")
+    unknown = [name for name in cfg.families if name not in FAMILIES]
+    if unknown:
+        raise ConfigError(
+            f"option 'families': unknown {unknown}; known families: {', '.join(FAMILIES)}"
+        )
+    return [f for f in FAMILIES.values() if f.name in cfg.families]
+
+
+def feature_names(
+    families: Sequence[Family], layers: Sequence[int], n_groups: int, cfg: CaptureConfig
+) -> list[str]:
+    """Ordered names ``family/Lxx[/Hyy][/kz]`` matching :func:`reduce_layer` columns.
+
+    Order: layer, then family, then head, then k.
+    """
+    names = []
+    for layer in layers:
+        for fam in families:
+            width = fam.width(cfg)
+            for g in range(n_groups):
+                head = f"/H{g:02d}" if cfg.heads == "each" else ""
+                for i in range(width):
+                    kz = f"/k{i}" if width > 1 else ""
+                    names.append(f"{fam.name}/L{layer:02d}{head}{kz}")
+    return names
+
+
+def reduce_layer(
+    attn: Tensor, hidden: Tensor | None, families: Sequence[Family], cfg: CaptureConfig
+) -> Tensor:
+    """All features of one layer of one text, in :func:`feature_names` order.
+
+    Args:
+        attn: ``(H, T, T)`` attention of every head over the analysed span.
+        hidden: ``(T, D)`` the layer's output hidden states over the span, or ``None``.
+
+    Returns:
+        ``(n_features_per_layer,)`` values in the eigensolver's dtype.
+    """
+    attn = attn.to(getattr(torch, cfg.eig_dtype))  # average in the solver's precision
+    if cfg.heads == "mean":
+        attn = attn.mean(dim=0, keepdim=True)  # (1, T, T)
+    vectors = any(f.needs_vectors for f in families)
+    graph = LayerGraph(attn, hidden, cfg, vectors)
+    # (G, width) per family -> family-major, then head, then k.
+    return torch.cat([fam.compute(graph).reshape(-1) for fam in families])

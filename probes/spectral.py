@@ -1,0 +1,295 @@
+"""Exact spectral mathematics of attention graphs: pure tensor functions.
+
+Every function takes tensors batched over any leading dimensions (``...``), never
+modifies its inputs, and imports nothing from transformers. ``A`` is one head's (or a
+head-mean) attention matrix of shape ``(..., T, T)``: row ``i`` is query token ``i``,
+rows sum to 1 and a causal model has ``A[i, j] = 0`` for ``j > i``.
+
+Undirected graph: ``W = (A + A^T) / 2`` with degrees ``d = W 1``.
+
+* combinatorial ``L = D - W``
+* normalized ``L_sym = I - D^-1/2 W D^-1/2`` (eigenvalues in ``[0, 2]``)
+* random-walk ``L_rw = I - D^-1 W``: similar to ``L_sym`` (``L_rw = D^-1/2 L_sym D^1/2``),
+  so its spectrum is computed through ``L_sym``. ``L_rw`` is not symmetric: passing it to
+  ``eigh``/``eigvalsh`` would read one triangle only and return the spectrum of another
+  matrix, the bug of the article that inspired this project.
+
+Directed causal graph (LapEigvals): ``L = D_in - A`` with
+``D_in[j, j] = sum_i A[i, j] / (T - j)``. ``L`` is lower-triangular, so its eigenvalues
+are its diagonal: no eigensolver is needed.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+LaplacianKind = Literal["combinatorial", "sym", "rw"]
+LAPLACIAN_KINDS: tuple[str, ...] = ("combinatorial", "sym", "rw")
+
+#: Eigenvalues above this (and below 0) are rounding error and are clamped to 0; anything
+#: more negative means a bug (a Laplacian is positive semi-definite) and raises.
+NEGATIVE_TOLERANCE = 1e-6
+
+
+class NegativeEigenvalueError(ValueError):
+    """A Laplacian eigenvalue below ``-NEGATIVE_TOLERANCE``: the input was not a valid graph.
+
+    ``index`` is the position in the leading (batch) dimensions of the first offender.
+    """
+
+    def __init__(self, value: float, index: tuple[int, ...]):
+        self.value = value
+        self.index = index
+        super().__init__(
+            f"Laplacian eigenvalue {value:.3g} < -{NEGATIVE_TOLERANCE:g} at batch index {index}: "
+            "the input is not a valid (non-negative, symmetric) graph"
+        )
+
+
+def symmetrize(A: Tensor) -> Tensor:
+    """Undirected adjacency ``W = (A + A^T) / 2``.
+
+    Args:
+        A: ``(..., T, T)`` attention.
+
+    Returns:
+        ``(..., T, T)`` symmetric ``W``.
+
+    Example:
+        >>> symmetrize(torch.tensor([[1.0, 0.0], [0.5, 0.5]]))
+        tensor([[1.0000, 0.2500],
+                [0.2500, 0.5000]])
+    """
+    return (A + A.transpose(-1, -2)) / 2
+
+
+def degrees(W: Tensor) -> Tensor:
+    """Weighted degrees ``d = W 1``: ``(..., T, T) -> (..., T)``."""
+    return W.sum(dim=-1)
+
+
+def _inv_sqrt_degrees(W: Tensor) -> Tensor:
+    # An isolated node (degree 0, only possible in a sub-span) gets 0 instead of inf, so its
+    # row and column of L_sym are those of the identity: eigenvalue 1, as in networkx.
+    d = degrees(W)
+    safe = torch.where(d > 0, d, torch.ones_like(d))
+    return torch.where(d > 0, safe.rsqrt(), torch.zeros_like(d))
+
+
+def combinatorial_laplacian(W: Tensor) -> Tensor:
+    """``L = D - W``: ``(..., T, T) -> (..., T, T)``, symmetric when ``W`` is."""
+    return torch.diag_embed(degrees(W)) - W
+
+
+def normalized_laplacian(W: Tensor) -> Tensor:
+    """``L_sym = I - D^-1/2 W D^-1/2``: ``(..., T, T) -> (..., T, T)``, symmetric."""
+    s = _inv_sqrt_degrees(W)  # (..., T)
+    eye = torch.eye(W.shape[-1], dtype=W.dtype, device=W.device)
+    return eye - s.unsqueeze(-1) * W * s.unsqueeze(-2)
+
+
+def random_walk_laplacian(W: Tensor) -> Tensor:
+    """``L_rw = I - D^-1 W``: ``(..., T, T) -> (..., T, T)``. NOT symmetric.
+
+    Provided for reference and tests; its spectrum is that of :func:`normalized_laplacian`,
+    which is what :func:`laplacian_eigvals` uses for ``kind="rw"``.
+    """
+    d = degrees(W)
+    inv = torch.where(d > 0, 1 / torch.where(d > 0, d, torch.ones_like(d)), torch.zeros_like(d))
+    eye = torch.eye(W.shape[-1], dtype=W.dtype, device=W.device)
+    return eye - inv.unsqueeze(-1) * W
+
+
+def symmetric_laplacian(W: Tensor, kind: LaplacianKind) -> Tensor:
+    """The symmetric matrix whose spectrum is that of the ``kind`` Laplacian of ``W``.
+
+    ``combinatorial`` gives ``D - W``; ``sym`` and ``rw`` give ``L_sym`` (``L_rw`` is similar
+    to it). Shape ``(..., T, T) -> (..., T, T)``.
+    """
+    if kind == "combinatorial":
+        return combinatorial_laplacian(W)
+    if kind in ("sym", "rw"):
+        return normalized_laplacian(W)
+    raise ValueError(f"unknown Laplacian kind {kind!r}; choose one of {LAPLACIAN_KINDS}")
+
+
+def clamp_spectrum(vals: Tensor) -> Tensor:
+    """Clamp rounding-level negatives to 0; raise on a real negative eigenvalue.
+
+    Args:
+        vals: ``(..., T)`` eigenvalues of a positive semi-definite matrix.
+
+    Raises:
+        NegativeEigenvalueError: some value is below ``-NEGATIVE_TOLERANCE``.
+    """
+    if vals.numel() and bool((vals < -NEGATIVE_TOLERANCE).any()):
+        flat = int(vals.argmin())
+        index = tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), vals.shape))
+        raise NegativeEigenvalueError(float(vals.min()), index[:-1])
+    return vals.clamp_min(0)
+
+
+def laplacian_eigvals(
+    W: Tensor, kind: LaplacianKind = "sym", dtype: torch.dtype = torch.float64
+) -> Tensor:
+    """Ascending eigenvalues of a Laplacian of the undirected graph ``W``.
+
+    Args:
+        W: ``(..., T, T)`` symmetric non-negative adjacency.
+        kind: ``combinatorial``, ``sym`` or ``rw`` (computed through ``L_sym``).
+        dtype: the eigensolver's precision.
+
+    Returns:
+        ``(..., T)`` eigenvalues, ascending, rounding negatives clamped to 0.
+
+    Example:
+        >>> W = torch.tensor([[0.0, 1.0], [1.0, 0.0]])
+        >>> laplacian_eigvals(W, "combinatorial")
+        tensor([0., 2.], dtype=torch.float64)
+    """
+    L = symmetric_laplacian(W.to(dtype), kind)
+    return clamp_spectrum(torch.linalg.eigvalsh(L))
+
+
+def laplacian_eigh(
+    W: Tensor, kind: LaplacianKind = "sym", dtype: torch.dtype = torch.float64
+) -> tuple[Tensor, Tensor]:
+    """Eigenvalues ``(..., T)`` ascending and orthonormal eigenvectors ``(..., T, T)`` (columns).
+
+    For ``rw`` the vectors are those of ``L_sym``, the orthonormal basis of the similar matrix.
+    """
+    L = symmetric_laplacian(W.to(dtype), kind)
+    vals, vecs = torch.linalg.eigh(L)
+    return clamp_spectrum(vals), vecs
+
+
+def causal_in_degrees(A: Tensor) -> Tensor:
+    """``D_in[j] = sum_i A[i, j] / (T - j)``: the mean attention key ``j`` receives from the
+    ``T - j`` queries that can see it. ``(..., T, T) -> (..., T)``."""
+    T = A.shape[-1]
+    visible = torch.arange(T, 0, -1, dtype=A.dtype, device=A.device)  # (T,) = T - j
+    return A.sum(dim=-2) / visible
+
+
+def causal_laplacian(A: Tensor) -> Tensor:
+    """Directed causal Laplacian ``L = D_in - A`` (lower-triangular): ``(..., T, T)``."""
+    return torch.diag_embed(causal_in_degrees(A)) - A
+
+
+def causal_laplacian_eigvals(A: Tensor) -> Tensor:
+    """Eigenvalues of :func:`causal_laplacian`, which is triangular: its diagonal.
+
+    Args:
+        A: ``(..., T, T)`` causal (lower-triangular) attention.
+
+    Returns:
+        ``(..., T)`` eigenvalues ``D_in[j] - A[j, j]`` in token order (not sorted).
+
+    Example:
+        >>> A = torch.tensor([[1.0, 0.0], [0.5, 0.5]])
+        >>> causal_laplacian_eigvals(A)
+        tensor([-0.2500,  0.0000])
+    """
+    return causal_in_degrees(A) - A.diagonal(dim1=-2, dim2=-1)
+
+
+def attention_logdet(A: Tensor, floor: float = 1e-30) -> Tensor:
+    """``mean_j log A[j, j]`` = ``log det A / T`` for triangular ``A`` (LLM-Check).
+
+    Diagonal entries are floored at ``floor`` so that an underflowed softmax gives a large
+    negative number rather than ``-inf``. ``(..., T, T) -> (...)``.
+
+    Example:
+        >>> attention_logdet(torch.tensor([[1.0, 0.0], [0.5, 0.5]]))
+        tensor(-0.3466)
+    """
+    return A.diagonal(dim1=-2, dim2=-1).clamp_min(floor).log().mean(dim=-1)
+
+
+def pick(vals: Tensor, idx: Tensor | list[int]) -> Tensor:
+    """``vals[..., idx]`` with indices clipped to the last dimension (short spectra repeat
+    their last value rather than fail). ``(..., T) -> (..., len(idx))``."""
+    idx = torch.as_tensor(idx, device=vals.device).clamp(0, vals.shape[-1] - 1)
+    return vals.index_select(-1, idx)
+
+
+def fiedler_value(vals: Tensor) -> Tensor:
+    """Algebraic connectivity ``lambda_2`` of ascending eigenvalues ``(..., T) -> (...)``.
+
+    0 for a disconnected graph; a one-node graph has none and gives 0.
+    """
+    if vals.shape[-1] < 2:
+        return torch.zeros(vals.shape[:-1], dtype=vals.dtype, device=vals.device)
+    return vals[..., 1]
+
+
+def spectral_gap(vals: Tensor) -> Tensor:
+    """``lambda_2 - lambda_1`` of ascending eigenvalues ``(..., T) -> (...)``."""
+    return pick(vals, [1])[..., 0] - vals[..., 0]
+
+
+def max_eigengap(vals: Tensor, k: int) -> Tensor:
+    """The largest gap ``lambda_{i+1} - lambda_i`` among the first ``k + 1`` eigenvalues.
+
+    ``(..., T) -> (...)``; 0 when ``T == 1``.
+    """
+    head = vals[..., : k + 1]
+    if head.shape[-1] < 2:
+        return torch.zeros(vals.shape[:-1], dtype=vals.dtype, device=vals.device)
+    return head.diff(dim=-1).amax(dim=-1)
+
+
+def entropy(weights: Tensor) -> Tensor:
+    """Shannon entropy (nats) of non-negative ``weights`` normalised along the last dim.
+
+    ``0 log 0 = 0``; all-zero weights give 0. ``(..., n) -> (...)``.
+    """
+    total = weights.sum(dim=-1, keepdim=True)
+    p = weights / torch.where(total > 0, total, torch.ones_like(total))
+    return -(torch.where(p > 0, p * p.log(), torch.zeros_like(p))).sum(dim=-1)
+
+
+def spectral_entropy(vals: Tensor) -> Tensor:
+    """Entropy of ``lambda / sum(lambda)``: ``(..., T) -> (...)``."""
+    return entropy(vals)
+
+
+def graph_signal_features(
+    vals: Tensor, vecs: Tensor, X: Tensor, high_fraction: float = 0.1
+) -> dict[str, Tensor]:
+    """Graph-signal features of node signals ``X`` on a Laplacian ``U diag(vals) U^T``.
+
+    With the graph Fourier transform ``Xhat = U^T X`` and the power at frequency ``i``,
+    ``p_i = ||Xhat[i]||^2``:
+
+    * ``energy`` = ``tr(X^T L X)`` = ``sum_i vals_i p_i`` (Dirichlet energy);
+    * ``smoothness`` = ``energy / tr(X^T X)``;
+    * ``hfer`` = share of the power in the top ``high_fraction`` of frequencies
+      (``ceil(high_fraction * T)`` largest eigenvalues, at least one);
+    * ``signal_entropy`` = entropy of ``p / sum(p)``.
+
+    Args:
+        vals: ``(..., T)`` ascending eigenvalues.
+        vecs: ``(..., T, T)`` orthonormal eigenvectors (columns).
+        X: ``(..., T, D)`` signals; broadcast against the leading dimensions.
+
+    Returns:
+        Each feature as a ``(...)`` tensor.
+    """
+    X = X.to(vecs.dtype)
+    power = (vecs.transpose(-1, -2) @ X).square().sum(dim=-1)  # (..., T)
+    total = power.sum(dim=-1)
+    energy = (vals * power).sum(dim=-1)
+    T = vals.shape[-1]
+    n_high = max(1, -(-int(round(high_fraction * T * 1e6)) // 1_000_000))  # ceil, robust to fp
+    high = power[..., T - n_high :].sum(dim=-1)
+    safe = torch.where(total > 0, total, torch.ones_like(total))
+    return {
+        "energy": energy,
+        "smoothness": energy / safe,
+        "hfer": high / safe,
+        "signal_entropy": entropy(power),
+    }

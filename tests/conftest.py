@@ -1,0 +1,37 @@
+"""Test environment: nothing leaves the machine and every cache lives in a temp dir."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+# Set before anything imports transformers, datasets or wandb.
+_TMP = tempfile.mkdtemp(prefix="probes-tests-")
+os.environ.update(
+    {
+        "WANDB_MODE": "offline",
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "HF_HOME": os.path.join(_TMP, "hf"),
+        "WANDB_DIR": os.path.join(_TMP, "wandb"),
+        "PROBES_CACHE": os.path.join(_TMP, "probes-cache"),
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+)
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_llama():
+    from probes.models import load_frozen
+
+    return load_frozen("tiny-llama")
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2():
+    from probes.models import load_frozen
+
+    return load_frozen("tiny-gpt2")

@@ -1,0 +1,186 @@
+"""Streaming capture: hooks equal output_attentions=True, batching equals one text at a time,
+and every bad input gets a clear error."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.special
+import torch
+
+from probes.capture import NonFiniteAttentionError, SpectralCapture, resolve_layers
+from probes.config import CaptureConfig, ConfigError
+from probes.features import reduce_layer, resolve_families
+from probes.models import AttentionUnavailableError, FrozenLM
+from probes.tokens import TextTooLongError
+
+TEXTS = [
+    "Tom has 3 apples and buys 5 more. 3 + 5 = 8. He has 8 apples.",
+    "2 * 7 = 14",
+    "A train goes 60 km/h for 2 h: 60 * 2 = 120 km. The answer is 120.",
+    "Sum: 1 + 2 + 3 = 6, so 6 / 3 = 2.",
+]
+
+
+def reference(lm: FrozenLM, text: str, cfg: CaptureConfig, layers: list[int], span_start: int = 0):
+    """Features of one text from output_attentions=True / output_hidden_states=True."""
+    ids = lm.tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        out = lm.model(input_ids=ids, output_attentions=True, output_hidden_states=True)
+    fams = resolve_families(cfg)
+    s = span_start
+    parts = [
+        reduce_layer(out.attentions[i][0, :, s:, s:], out.hidden_states[i + 1][0, s:], fams, cfg)
+        for i in layers
+    ]
+    # Confounds straight from their definitions, in NumPy.
+    logp = scipy.special.log_softmax(out.logits[0].double().numpy(), axis=-1)
+    tok = ids[0].numpy()
+    first = max(s, 1)
+    token_logp = np.array([logp[t - 1, tok[t]] for t in range(first, len(tok))])
+    ent = np.mean([-(np.exp(logp[t - 1]) * logp[t - 1]).sum() for t in range(first, len(tok))])
+    conf = [len(tok) - s, token_logp.mean(), np.exp(-token_logp.mean()), ent]
+    return np.concatenate([torch.cat(parts).numpy(), conf])
+
+
+@pytest.mark.parametrize("model", ["tiny_llama", "tiny_gpt2"])
+@pytest.mark.parametrize("heads", ["mean", "each"])
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_hooks_equal_output_attentions(request, model, heads, batch_size):
+    lm = request.getfixturevalue(model)
+    # All families; the last layer is left out because output_hidden_states applies the final
+    # norm to it (the hooks see the raw layer output, which is what the features are defined on).
+    layers = list(range(lm.n_layers - 1))
+    cfg = CaptureConfig(families="all", heads=heads, layers=tuple(layers))
+    ex = SpectralCapture(lm, cfg).extract(TEXTS, batch_size=batch_size)
+    for i, text in enumerate(TEXTS):
+        want = reference(lm, text, cfg, layers)
+        np.testing.assert_allclose(ex.values[i].numpy(), want, rtol=2e-4, atol=1e-5)
+    assert not ex.truncated.any() and not ex.skipped.any()
+
+
+def test_last_layer_spectra_and_padding(tiny_llama):
+    cfg = CaptureConfig(layers="all")
+    cap = SpectralCapture(tiny_llama, cfg)
+    batched = cap.extract(TEXTS, batch_size=4).values
+    single = torch.cat([cap.extract([t]).values for t in TEXTS])
+    np.testing.assert_allclose(batched.numpy(), single.numpy(), rtol=2e-4, atol=1e-5)
+    want = reference(tiny_llama, TEXTS[1], cfg, list(range(4)))
+    np.testing.assert_allclose(single[1].numpy(), want, rtol=2e-4, atol=1e-5)
+
+
+def test_solution_span_takes_the_sub_matrix(tiny_gpt2):
+    problem, solution = "Q: 4 + 4? ", "A: 4 + 4 = 8."
+    cfg = CaptureConfig(span="solution", layers=(0, 1), families="all")
+    ex = SpectralCapture(tiny_gpt2, cfg).extract([problem + solution], span_starts=[len(problem)])
+    want = reference(tiny_gpt2, problem + solution, cfg, [0, 1], span_start=len(problem))
+    np.testing.assert_allclose(ex.values[0].numpy(), want, rtol=2e-4, atol=1e-5)
+    assert int(ex.n_tokens[0]) == len(problem + solution)  # char tokenizer: tokens == chars
+    with pytest.raises(ConfigError, match="span_starts"):
+        SpectralCapture(tiny_gpt2, cfg).extract([problem + solution])
+
+
+def test_attention_rows_and_causality_from_hooks(tiny_llama):
+    seen = []
+    attn = tiny_llama.attention_module(1)
+    handle = attn.register_forward_hook(lambda m, a, o: seen.append(o[1]))
+    try:
+        SpectralCapture(tiny_llama, CaptureConfig(layers=(1,))).extract(TEXTS[:1])
+    finally:
+        handle.remove()
+    A = seen[0][0]  # (H, T, T)
+    torch.testing.assert_close(A.sum(-1), torch.ones(A.shape[:-1]))
+    assert torch.equal(A.triu(1), torch.zeros_like(A))
+
+
+def test_hooks_are_removed_even_after_an_error(tiny_llama):
+    cap = SpectralCapture(tiny_llama, CaptureConfig(layers=(0,)))
+    # transformers keeps hooks of its own on these modules: count, don't expect none.
+    before = (
+        len(tiny_llama.attention_module(0)._forward_hooks),
+        len(tiny_llama.layers[0]._forward_hooks),
+    )
+    poison = tiny_llama.attention_module(0).register_forward_hook(
+        lambda m, a, o: (o[0], torch.full_like(o[1], float("nan")))
+    )
+    try:
+        with pytest.raises(NonFiniteAttentionError):
+            cap.extract(TEXTS[:1])
+    finally:
+        poison.remove()
+    after = (
+        len(tiny_llama.attention_module(0)._forward_hooks),
+        len(tiny_llama.layers[0]._forward_hooks),
+    )
+    assert after == before
+
+
+def test_nan_attention_names_record_layer_and_head(tiny_llama):
+    def poison(module, args, output):
+        weights = output[1].clone()
+        weights[0, 2, 3, 1] = float("nan")  # batch 0, head 2
+        return output[0], weights
+
+    handle = tiny_llama.attention_module(2).register_forward_hook(poison)
+    try:
+        with pytest.raises(
+            NonFiniteAttentionError, match="record 'rec-7': attention of layer 2, head 2"
+        ):
+            SpectralCapture(tiny_llama, CaptureConfig(heads="each")).extract(
+                TEXTS[:1], ids=["rec-7"]
+            )
+    finally:
+        handle.remove()
+
+
+def test_empty_text_is_refused_before_any_work(tiny_llama):
+    cap = SpectralCapture(tiny_llama, CaptureConfig())
+    with pytest.raises(ValueError, match="record 'b' \\(#1\\): text is empty"):
+        cap.extract(["1 + 1 = 2", "   "], ids=["a", "b"])
+
+
+def test_sdpa_model_is_refused_with_the_fix():
+    from transformers import AutoModelForCausalLM
+
+    from probes.tiny import _config, char_tokenizer
+
+    tok = char_tokenizer()
+    cfg = _config("tiny-llama", len(tok))
+    cfg._attn_implementation = "sdpa"
+    model = AutoModelForCausalLM.from_config(cfg, attn_implementation="sdpa")
+    with pytest.raises(AttentionUnavailableError, match="attn_implementation='eager'"):
+        FrozenLM(model, tok, {"name_or_path": "sdpa-llama"})
+
+
+def test_switching_to_sdpa_after_loading_is_caught_in_the_hook():
+    from probes.models import load_frozen
+
+    lm = load_frozen("tiny-llama")
+    lm.model.set_attn_implementation("sdpa")
+    with pytest.raises(AttentionUnavailableError, match="layer 0's attention returned no weights"):
+        SpectralCapture(lm, CaptureConfig(layers=(0,))).extract(TEXTS[:1])
+
+
+def test_layer_out_of_range_names_the_option(tiny_llama):
+    with pytest.raises(ConfigError, match="option 'layers': index 9 is out of range .* 4 layers"):
+        SpectralCapture(tiny_llama, CaptureConfig(layers=(0, 9)))
+    assert resolve_layers((-1, 0, 0), 4) == [0, 3]
+
+
+def test_overflow_policies(tiny_llama):
+    long, short = "1 + 2 = 3. " * 4, "2 + 2 = 4"
+    trunc = SpectralCapture(tiny_llama, CaptureConfig(max_tokens=20)).extract([long, short])
+    assert trunc.truncated.tolist() == [True, False] and trunc.n_tokens.tolist() == [20, 9]
+    full = SpectralCapture(tiny_llama, CaptureConfig()).extract([long[:20]])
+    np.testing.assert_allclose(
+        trunc.values[0].numpy(), full.values[0].numpy(), rtol=1e-5, atol=1e-7
+    )
+
+    skip = SpectralCapture(tiny_llama, CaptureConfig(max_tokens=20, overflow="skip")).extract(
+        [long, short]
+    )
+    assert skip.skipped.tolist() == [True, False]
+    assert torch.isnan(skip.values[0]).all() and torch.isfinite(skip.values[1]).all()
+
+    with pytest.raises(TextTooLongError, match="record '0' \\(#0\\): 44 tokens > max_tokens=20"):
+        SpectralCapture(tiny_llama, CaptureConfig(max_tokens=20, overflow="error")).extract([long])

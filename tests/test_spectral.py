@@ -1,0 +1,160 @@
+"""Every spectral function against a dense NumPy/SciPy reference, plus hand-worked examples."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+
+from probes import spectral as sp
+from tests.reference import laplacians, random_causal_attention, spectrum
+
+SIZES = [2, 3, 7, 32, 101]
+
+
+@pytest.mark.parametrize("T", SIZES)
+@pytest.mark.parametrize("kind", ["combinatorial", "sym", "rw"])
+def test_laplacian_eigvals_match_scipy(T, kind):
+    rng = np.random.default_rng(T)
+    A = random_causal_attention(rng, heads=3, T=T)
+    W = sp.symmetrize(torch.from_numpy(A))
+    got = sp.laplacian_eigvals(W, kind).numpy()  # batched over 3 heads
+    want = np.stack([spectrum((a + a.T) / 2, kind) for a in A])
+    np.testing.assert_allclose(got, want, atol=1e-10)
+
+
+@pytest.mark.parametrize("T", SIZES)
+def test_laplacian_matrices_match_dense(T):
+    A = random_causal_attention(np.random.default_rng(1), heads=2, T=T)
+    W = sp.symmetrize(torch.from_numpy(A))
+    for h in range(2):
+        ref = laplacians(W[h].numpy())
+        np.testing.assert_allclose(
+            sp.combinatorial_laplacian(W)[h].numpy(), ref["combinatorial"], atol=1e-12
+        )
+        np.testing.assert_allclose(sp.normalized_laplacian(W)[h].numpy(), ref["sym"], atol=1e-12)
+        np.testing.assert_allclose(sp.random_walk_laplacian(W)[h].numpy(), ref["rw"], atol=1e-12)
+
+
+@pytest.mark.parametrize("T", SIZES)
+def test_random_walk_spectrum_equals_sym_and_general_solver(T):
+    A = random_causal_attention(np.random.default_rng(2), heads=1, T=T)[0]
+    W = sp.symmetrize(torch.from_numpy(A))
+    L_rw = sp.random_walk_laplacian(W)
+    assert not torch.allclose(L_rw, L_rw.T)  # really non-symmetric
+    general = torch.linalg.eigvals(L_rw)
+    assert general.imag.abs().max() < 1e-10
+    np.testing.assert_allclose(
+        np.sort(general.real.numpy()), sp.laplacian_eigvals(W, "sym").numpy(), atol=1e-10
+    )
+    np.testing.assert_allclose(sp.laplacian_eigvals(W, "rw"), sp.laplacian_eigvals(W, "sym"))
+
+
+@pytest.mark.parametrize("T", SIZES)
+def test_causal_laplacian_eigvals_are_its_diagonal(T):
+    A = torch.from_numpy(random_causal_attention(np.random.default_rng(3), heads=2, T=T))
+    L = sp.causal_laplacian(A)
+    assert torch.equal(L, L.tril())  # lower-triangular
+    full = torch.linalg.eigvals(L)  # general solver on the full matrix
+    assert full.imag.abs().max() < 1e-12
+    want = np.sort(full.real.numpy(), axis=-1)
+    got = np.sort(sp.causal_laplacian_eigvals(A).numpy(), axis=-1)
+    np.testing.assert_allclose(got, want, atol=1e-12)
+    # D_in by its definition, with a loop: mean attention that key j receives.
+    a = A[0].numpy()
+    d_in = [a[j:, j].sum() / (T - j) for j in range(T)]
+    np.testing.assert_allclose(sp.causal_in_degrees(A)[0].numpy(), d_in, atol=1e-14)
+
+
+def test_attention_logdet_is_logdet_over_T():
+    A = torch.from_numpy(random_causal_attention(np.random.default_rng(4), heads=2, T=9))
+    sign, logabs = np.linalg.slogdet(A.numpy())
+    assert (sign == 1).all()
+    np.testing.assert_allclose(sp.attention_logdet(A).numpy(), logabs / 9, atol=1e-12)
+
+
+ARTICLE_A = torch.tensor([[0.1, 0.7, 0.2], [0.3, 0.4, 0.3], [0.5, 0.2, 0.3]], dtype=torch.float64)
+
+
+def test_article_example_by_hand():
+    """The article's 3x3 matrix, worked by hand.
+
+    The article forms L = D - A with D = diag(row sums) = I and calls eigh on it. L is not
+    symmetric: trace(A) = 0.8 and det(A) = 0.02 give A's eigenvalues 1 and -0.1 +- 0.1i, so
+    the true spectrum of L = I - A is {0, 1.1 -+ 0.1i}, complex. eigh reads only the lower
+    triangle and returns the real spectrum of another matrix.
+
+    Done correctly (undirected W = (A + A^T)/2, degrees 0.95, 1.15, 0.9): L = D - W has
+    eigenvalue 0, trace 2.2 and every 2x2 principal minor 0.3875, so the others solve
+    x^2 - 2.2x + 1.1625 = 0: x = 1.1 +- sqrt(0.0475).
+    """
+    L_article = torch.eye(3, dtype=torch.float64) - ARTICLE_A
+    true = torch.linalg.eigvals(L_article)
+    true = true[true.real.argsort()]
+    np.testing.assert_allclose(true.real.numpy(), [0.0, 1.1, 1.1], atol=1e-12)
+    np.testing.assert_allclose(np.abs(true.imag.numpy()), [0.0, 0.1, 0.1], atol=1e-12)
+
+    wrong = torch.linalg.eigvalsh(L_article)  # the article's bug
+    lower = L_article.tril() + L_article.tril(-1).T
+    np.testing.assert_allclose(wrong, torch.linalg.eigvalsh(lower), atol=1e-12)
+    assert not np.allclose(np.sort(wrong.numpy()), [0.0, 1.1, 1.1], atol=1e-3)
+
+    W = sp.symmetrize(ARTICLE_A)
+    np.testing.assert_allclose(sp.degrees(W).numpy(), [0.95, 1.15, 0.9], atol=1e-12)
+    r = np.sqrt(0.0475)
+    np.testing.assert_allclose(
+        sp.laplacian_eigvals(W, "combinatorial").numpy(), [0.0, 1.1 - r, 1.1 + r], atol=1e-12
+    )
+
+
+def test_negative_eigenvalue_raises_and_rounding_clamps():
+    assert torch.equal(sp.clamp_spectrum(torch.tensor([-1e-9, 0.5])), torch.tensor([0.0, 0.5]))
+    with pytest.raises(sp.NegativeEigenvalueError) as err:
+        sp.clamp_spectrum(torch.tensor([[0.0, 1.0], [-0.5, 1.0]]))
+    assert err.value.index == (1,)
+    # A negative edge weight makes an indefinite "Laplacian": caught, not clamped.
+    W = torch.tensor([[0.0, -1.0], [-1.0, 0.0]], dtype=torch.float64)
+    with pytest.raises(sp.NegativeEigenvalueError):
+        sp.laplacian_eigvals(W, "combinatorial")
+
+
+def test_inputs_never_modified():
+    A = torch.from_numpy(random_causal_attention(np.random.default_rng(5), heads=2, T=6))
+    before = A.clone()
+    W = sp.symmetrize(A)
+    Wb = W.clone()
+    for kind in ("combinatorial", "sym", "rw"):
+        sp.laplacian_eigvals(W, kind)
+        sp.laplacian_eigh(W, kind)
+    sp.causal_laplacian_eigvals(A)
+    sp.attention_logdet(A)
+    assert torch.equal(A, before) and torch.equal(W, Wb)
+
+
+def test_graph_signal_features_match_definitions():
+    rng = np.random.default_rng(6)
+    A = random_causal_attention(rng, heads=1, T=20)[0]
+    X = rng.normal(size=(20, 5))
+    W = (A + A.T) / 2
+    L = laplacians(W)["sym"]
+    vals, vecs = sp.laplacian_eigh(torch.from_numpy(W), "sym")
+    got = sp.graph_signal_features(vals, vecs, torch.from_numpy(X))
+    energy = np.trace(X.T @ L @ X)
+    np.testing.assert_allclose(float(got["energy"]), energy, rtol=1e-10)
+    np.testing.assert_allclose(float(got["smoothness"]), energy / (X**2).sum(), rtol=1e-10)
+    U = scipy.linalg.eigh(L)[1]
+    power = ((U.T @ X) ** 2).sum(axis=1)
+    np.testing.assert_allclose(float(got["hfer"]), power[-2:].sum() / power.sum(), rtol=1e-8)
+
+
+def test_small_helpers_by_hand():
+    vals = torch.tensor([0.0, 0.2, 0.9, 1.0, 1.5], dtype=torch.float64)
+    assert float(sp.fiedler_value(vals)) == pytest.approx(0.2)
+    assert float(sp.spectral_gap(vals)) == pytest.approx(0.2)
+    assert float(sp.max_eigengap(vals, k=2)) == pytest.approx(0.7)  # among 0, .2, .9
+    assert float(sp.max_eigengap(vals, k=4)) == pytest.approx(0.7)
+    p = vals / vals.sum()
+    want = -sum(float(x) * np.log(float(x)) for x in p if x > 0)
+    assert float(sp.spectral_entropy(vals)) == pytest.approx(want)
+    assert float(sp.fiedler_value(torch.tensor([0.0]))) == 0.0
