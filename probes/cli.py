@@ -83,6 +83,106 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+#: ``probes data build`` flags forwarded to a builder when given (and only if it takes them).
+BUILD_OPTIONS = (
+    "seed",
+    "n",
+    "mode",
+    "task",
+    "terms",
+    "digits",
+    "model",
+    "max_new_tokens",
+    "batch_size",
+)
+
+
+def build_dataset(name: str, options: dict, mapping: dict | None = None) -> list:
+    """Records from a builder ``name``, or from a file / HF dataset with a column mapping."""
+    import inspect
+
+    from .data import BUILDERS, load_records
+
+    if name not in BUILDERS:
+        if set(options) - {"seed"}:
+            raise ValueError(f"options {sorted(options)} only apply to builders {sorted(BUILDERS)}")
+        return load_records(name, mapping)
+    fn = BUILDERS[name]
+    accepted = inspect.signature(fn).parameters
+    bad = sorted(set(options) - set(accepted))
+    if bad:
+        raise ValueError(
+            f"builder {name!r} takes no option(s) {bad}; it takes: {', '.join(accepted)}"
+        )
+    return fn(**options)
+
+
+def _parse_mapping(text: str | None) -> dict | None:
+    if not text:
+        return None
+    pairs = [item.split("=", 1) for item in text.split(",")]
+    if any(len(p) != 2 for p in pairs):
+        raise ValueError(f"option '--mapping': expected field=column,..., got {text!r}")
+    return {k.strip(): v.strip() for k, v in pairs}
+
+
+def _cmd_data_build(args: argparse.Namespace) -> int:
+    from .data import write_jsonl
+
+    options = {k: getattr(args, k) for k in BUILD_OPTIONS if getattr(args, k) is not None}
+    records = build_dataset(args.name, options, _parse_mapping(args.mapping))
+    path = write_jsonl(records, args.out)
+    n_valid = sum(r.label for r in records)
+    print(f"wrote {len(records)} records ({n_valid} valid) to {path}")
+    return 0
+
+
+def _cmd_data_describe(args: argparse.Namespace) -> int:
+    from .data import load_records
+    from .data.describe import describe
+
+    records = load_records(args.path, _parse_mapping(args.mapping))
+    tokenizer = None
+    if args.model:
+        from .models import load_frozen
+
+        tokenizer = load_frozen(args.model).tokenizer
+    print(describe(records, tokenizer))
+    return 0
+
+
+def _add_data_parser(sub) -> None:
+    data = sub.add_parser("data", help="build and describe labelled record sets")
+    dsub = data.add_subparsers(dest="data_command", required=True)
+    b = dsub.add_parser(
+        "build",
+        help="build a dataset (champ, gsm-perturb, arith-perturb, "
+        "generate) or import a file / HF dataset, and write JSONL",
+    )
+    b.add_argument("name", help="builder name, or a .jsonl/.csv/.parquet file or HF dataset")
+    b.add_argument("--out", required=True, help="output JSONL path")
+    b.add_argument("--seed", type=int, help="random seed (default 0)")
+    b.add_argument("--n", type=int, help="problems (pairs for *-perturb builders)")
+    b.add_argument("--mode", choices=["propagate", "local"], help="corruption mode")
+    b.add_argument(
+        "--task", help="arith-perturb: chain_sum|products; generate: chain_sum|gsm_symbolic"
+    )
+    b.add_argument("--terms", type=int, help="generate: numbers per chain_sum problem")
+    b.add_argument("--digits", type=int, help="generate: digits per number")
+    b.add_argument("--model", help="generate: the model that solves the problems")
+    b.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, help="generate: length")
+    b.add_argument("--batch-size", dest="batch_size", type=int, help="generate: batch size")
+    b.add_argument(
+        "--mapping", help="field=column pairs for your own data, e.g. text=response,label=ok"
+    )
+    b.set_defaults(func=_cmd_data_build)
+    d = dsub.add_parser("describe", help="counts, class balance and lengths of a record file")
+    d.add_argument("path")
+    d.add_argument("--model", help="also report token lengths under this model's tokenizer")
+    d.add_argument("--mapping", help="field=column pairs for your own data")
+    d.set_defaults(func=_cmd_data_describe)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="probes", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -94,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", help="comma-separated layer indices (default: all)")
     p.add_argument("--heads", choices=["mean", "each"], help="head aggregation")
     p.set_defaults(func=_cmd_inspect)
+    _add_data_parser(sub)
     return parser
 
 

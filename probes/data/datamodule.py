@@ -1,0 +1,126 @@
+"""``TextDataModule``: records -> tokenized, grouped and stratified train / calib / test."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+from torch.utils.data import DataLoader
+
+from ..tokens import Tokenized, tokenize_records
+from .records import Record
+from .sources import load_records
+from .splits import SPLITS, assign_splits, load_splits, save_splits
+
+
+@dataclass(frozen=True)
+class TextItem:
+    """One record ready for the capture: its tokens, label, group and split."""
+
+    record: Record
+    tokens: Tokenized
+    split: str
+
+
+def collate_items(items: list[TextItem]) -> list[TextItem]:
+    """Batches stay lists: the capture pads them itself, per batch."""
+    return items
+
+
+class TextDataModule(L.LightningDataModule):
+    """Tokenizes records with the model's tokenizer and splits them by group.
+
+    Args:
+        records: records, or a source for :func:`probes.data.sources.load_records`.
+        tokenizer: the frozen model's tokenizer.
+        max_tokens, overflow: the capture's length policy (``truncate | skip | error``).
+        span: ``full`` or ``solution`` (the capture reads tokens from the solution on).
+        fractions: train / calib / test shares (default 60 / 20 / 20).
+        seed: split seed.
+        split_file: where the assignment is saved; when it exists it is reused as is, so
+            every later step sees exactly the same split.
+        batch_size: texts per batch.
+        mapping: column mapping for a source of the user's own.
+
+    The calib split is served as Lightning's validation split.
+    """
+
+    def __init__(
+        self,
+        records: Sequence[Record] | str | Path,
+        tokenizer,
+        *,
+        max_tokens: int = 1024,
+        overflow: str = "truncate",
+        span: str = "full",
+        fractions: Sequence[float] = (0.6, 0.2, 0.2),
+        seed: int = 0,
+        split_file: str | Path | None = None,
+        batch_size: int = 4,
+        mapping: Mapping[str, str] | None = None,
+    ):
+        super().__init__()
+        self.source = records
+        self.tokenizer = tokenizer
+        self.max_tokens, self.overflow, self.span = max_tokens, overflow, span
+        self.fractions, self.seed = tuple(fractions), seed
+        self.split_file = Path(split_file) if split_file else None
+        self.batch_size = batch_size
+        self.mapping = mapping
+        self.items: dict[str, list[TextItem]] = {}
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.items:
+            return
+        records = (
+            load_records(self.source, self.mapping)
+            if isinstance(self.source, str | Path)
+            else list(self.source)
+        )
+        if self.split_file is not None and self.split_file.exists():
+            assignment = load_splits(self.split_file, records)
+        else:
+            assignment = assign_splits(records, self.fractions, self.seed)
+            if self.split_file is not None:
+                save_splits(assignment, self.split_file, self.seed, self.fractions)
+        starts = [r.solution_start for r in records] if self.span == "solution" else None
+        toks = tokenize_records(
+            self.tokenizer,
+            [r.full_text for r in records],
+            [r.id for r in records],
+            starts,
+            self.max_tokens,
+            self.overflow,
+        )
+        self.items = {s: [] for s in SPLITS}
+        for rec, tok in zip(records, toks, strict=True):
+            self.items[assignment[rec.id]].append(TextItem(rec, tok, assignment[rec.id]))
+
+    def split(self, name: str) -> list[TextItem]:
+        if name not in SPLITS and name != "all":
+            raise ValueError(f"unknown split {name!r}; choose one of {(*SPLITS, 'all')}")
+        self.setup()
+        if name == "all":
+            return [item for s in SPLITS for item in self.items[s]]
+        return self.items[name]
+
+    def _loader(self, items: list[TextItem], shuffle: bool = False) -> DataLoader:
+        return DataLoader(
+            items, batch_size=self.batch_size, shuffle=shuffle, collate_fn=collate_items
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.split("train"), shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.split("calib"))
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.split("test"))
+
+    def predict_dataloader(self) -> DataLoader:
+        # Every record, longest first: batches of similar lengths waste little on padding.
+        items = sorted(self.split("all"), key=lambda it: -len(it.tokens.ids))
+        return self._loader(items)

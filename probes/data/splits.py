@@ -1,0 +1,84 @@
+"""Grouped, stratified, seeded train / calib / test splits, saved for reuse.
+
+All records of one group (one problem and its variants) land in one split, so a detector is
+never tested on the twin of a training record; each split's class balance follows the whole
+set's as closely as whole groups allow.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+from .records import Record
+
+SPLITS = ("train", "calib", "test")
+
+
+def assign_splits(
+    records: Sequence[Record], fractions: Sequence[float] = (0.6, 0.2, 0.2), seed: int = 0
+) -> dict[str, str]:
+    """``record id -> split``.
+
+    Greedy: groups in a seeded random order (largest first) go to the split that is furthest
+    below its target count for the group's classes.
+    """
+    if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
+        raise ValueError(
+            f"option 'fractions': expected 3 non-negative values summing to 1, got {fractions}"
+        )
+    groups: dict[str, list[Record]] = defaultdict(list)
+    for rec in records:
+        groups[rec.group].append(rec)
+    totals = Counter(r.label for r in records)
+    target = {(s, c): f * totals[c] for s, f in zip(SPLITS, fractions, strict=True) for c in totals}
+    current = Counter()
+    keys = sorted(groups)
+    random.Random(seed).shuffle(keys)
+    keys.sort(key=lambda g: -len(groups[g]))  # stable: ties keep the seeded order
+    out = {}
+    for g in keys:
+        counts = Counter(r.label for r in groups[g])
+        split = max(
+            (s for s, f in zip(SPLITS, fractions, strict=True) if f > 0),
+            key=lambda s, counts=counts: _deficit(s, counts, target, current),
+        )
+        for c, n in counts.items():
+            current[split, c] += n
+        for rec in groups[g]:
+            out[rec.id] = split
+    return out
+
+
+def _deficit(split: str, counts: Counter, target: dict, current: Counter) -> float:
+    """How far ``split`` is below target for the classes in ``counts`` (relative units)."""
+    return sum(
+        n * (target[split, c] - current[split, c]) / max(target[split, c], 1e-9)
+        for c, n in counts.items()
+    )
+
+
+def save_splits(assignment: dict[str, str], path: str | Path, seed: int, fractions) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"seed": seed, "fractions": list(fractions), "splits": assignment}
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=1, sort_keys=True))
+    tmp.replace(path)
+
+
+def load_splits(path: str | Path, records: Sequence[Record]) -> dict[str, str]:
+    """A saved assignment; refused if it does not cover exactly these record ids."""
+    data = json.loads(Path(path).read_text())
+    assignment = data["splits"]
+    ids = {r.id for r in records}
+    missing, extra = ids - set(assignment), set(assignment) - ids
+    if missing or extra:
+        raise ValueError(
+            f"{path}: the saved split does not match the records ({len(missing)} ids missing, "
+            f"{len(extra)} unknown, e.g. {sorted(missing or extra)[:3]}); delete it to re-split"
+        )
+    return assignment
