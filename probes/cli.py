@@ -183,6 +183,38 @@ def _add_data_parser(sub) -> None:
     d.set_defaults(func=_cmd_data_describe)
 
 
+def _cmd_extract(args: argparse.Namespace) -> int:
+    from .config import ExtractConfig
+    from .extract import extract
+
+    cfg = load_yaml(args.config, ExtractConfig) if args.config else ExtractConfig()
+    raw = cfg.to_dict()
+    overrides = {
+        ("data", "source"): args.data,
+        ("model", "name_or_path"): args.model,
+        ("store",): args.store,
+        ("batch_size",): args.batch_size,
+        ("shard_size",): args.shard_size,
+        ("trainer", "devices"): args.devices,
+        ("trainer", "num_nodes"): args.num_nodes,
+        ("trainer", "strategy"): args.strategy,
+        ("trainer", "accelerator"): args.accelerator,
+        ("capture", "layers"): [int(x) for x in args.layers.split(",")] if args.layers else None,
+        ("capture", "heads"): args.heads,
+    }
+    for keys, value in overrides.items():
+        if value is not None:
+            target = raw
+            for k in keys[:-1]:
+                target = target[k]
+            target[keys[-1]] = value
+    cfg = from_dict(ExtractConfig, raw)
+    result = extract(cfg)
+    if result.is_global_zero:
+        print(result.summary())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="probes", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -195,6 +227,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--heads", choices=["mean", "each"], help="head aggregation")
     p.set_defaults(func=_cmd_inspect)
     _add_data_parser(sub)
+    e = sub.add_parser("extract", help="extract features of a record set into a feature store")
+    e.add_argument("--config", help="YAML with data, model, capture, trainer sections")
+    e.add_argument("--data", help="record file (.jsonl/.csv/.parquet) or HF dataset name")
+    e.add_argument("--model", help="embedded name, hub id or local folder")
+    e.add_argument("--store", help="store folder (default: stores/<data>-<hash>)")
+    e.add_argument("--batch-size", dest="batch_size", type=int, help="texts per forward pass")
+    e.add_argument("--shard-size", dest="shard_size", type=int, help="records per shard file")
+    e.add_argument("--layers", help="comma-separated layer indices (default: all)")
+    e.add_argument("--heads", choices=["mean", "each"], help="head aggregation")
+    e.add_argument("--accelerator", help="cpu, gpu or auto")
+    e.add_argument("--devices", type=int, help="processes (devices) per node")
+    e.add_argument("--num-nodes", dest="num_nodes", type=int, help="nodes")
+    e.add_argument("--strategy", help="auto, or ddp for several processes")
+    e.set_defaults(func=_cmd_extract)
     return parser
 
 

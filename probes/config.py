@@ -63,7 +63,8 @@ class CaptureConfig:
     #: Longest text, in tokens, that is read; longer ones follow ``overflow``.
     max_tokens: int = 1024
     #: What happens to a text longer than ``max_tokens``: ``truncate`` (keep the first
-    #: ``max_tokens`` tokens, flagged), ``skip`` (no features, flagged) or ``error``.
+    #: ``max_tokens`` tokens, flagged; skipped if that leaves < 2 tokens of the analysed
+    #: span), ``skip`` (no features, flagged) or ``error``.
     overflow: str = "truncate"
     #: Precision of the eigensolvers: ``float64`` (default, exact to ~1e-12) or ``float32``.
     eig_dtype: str = "float64"
@@ -124,6 +125,80 @@ class ModelConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which records, and how they are split."""
+
+    #: A record file (``.jsonl``/``.csv``/``.parquet``, e.g. from ``probes data build``) or a
+    #: Hugging Face dataset name.
+    source: str = "data/gsm-perturb.jsonl"
+    #: Our field -> your column, for your own data (e.g. ``{text: response, label: ok}``).
+    mapping: dict[str, str] | None = None
+    #: train / calib / test shares; groups (problems) never cross splits.
+    fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)
+    #: Split seed.
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.fractions, list):
+            object.__setattr__(self, "fractions", tuple(self.fractions))
+        fr = self.fractions
+        if len(fr) != 3 or any(f < 0 for f in fr) or abs(sum(fr) - 1) > 1e-6:
+            raise ConfigError(f"option 'fractions': expected 3 shares summing to 1, got {fr!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "fractions": list(self.fractions)}
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    """Lightning ``Trainer`` settings for extraction (Lightning's own names and meanings)."""
+
+    #: ``cpu``, ``gpu``/``cuda`` or ``auto``.
+    accelerator: str = "cpu"
+    #: Devices per node (an int, or ``auto``).
+    devices: int | str = 1
+    #: Nodes; with ``strategy: ddp`` each node runs ``devices`` processes.
+    num_nodes: int = 1
+    #: ``auto`` for one process, ``ddp`` for several (gloo on CPU, NCCL on GPUs).
+    strategy: str = "auto"
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    """``probes extract``: records + model + capture config -> feature store."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    capture: CaptureConfig = field(default_factory=CaptureConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    #: Store folder; by default ``<stores_dir>/<data name>-<hash of model, capture, data>``.
+    store: str | None = None
+    #: Where default store folders go.
+    stores_dir: str = "stores"
+    #: Texts per forward pass.
+    batch_size: int = 4
+    #: Records per shard file (a crash loses at most this many per rank).
+    shard_size: int = 64
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "shard_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"option {name!r}: expected an int >= 1, got {value!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = (
+                value.to_dict()
+                if hasattr(value, "to_dict")
+                else (dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value)
+            )
+        return out
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ CONFOUND_NAMES = (
 )
 
 
-def token_confounds(logits: Tensor, ids: Tensor, span_start: int = 0) -> Tensor:
+def token_confounds(logits: Tensor, ids: Tensor, span_start: int = 0, block: int = 128) -> Tensor:
     """Length, mean log-prob, perplexity and mean predictive entropy of one text's span.
 
     Token ``t`` is predicted by ``logits[t - 1]``; the statistics average over the span's
@@ -27,6 +27,7 @@ def token_confounds(logits: Tensor, ids: Tensor, span_start: int = 0) -> Tensor:
         logits: ``(T, V)`` next-token logits of one text.
         ids: ``(T,)`` its token ids.
         span_start: first analysed token.
+        block: positions per chunk (bounds the temporary ``(block, V)`` tensors).
 
     Returns:
         ``(4,)`` float64 in :data:`CONFOUND_NAMES` order.
@@ -38,10 +39,17 @@ def token_confounds(logits: Tensor, ids: Tensor, span_start: int = 0) -> Tensor:
     """
     T = ids.shape[0]
     first = max(span_start, 1)
-    logp = torch.log_softmax(logits[first - 1 : T - 1].double(), dim=-1)  # (n, V)
-    target = ids[first:T].to(logp.device)  # (n,)
-    token_logp = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)  # (n,)
-    mean_logp = token_logp.mean()
-    ent = -(logp.exp() * logp).sum(dim=-1).mean()
+    sum_logp = torch.zeros((), dtype=torch.float64)
+    sum_ent = torch.zeros((), dtype=torch.float64)
+    # float32 in row blocks: a float64 copy of (T, V) logits cost ~0.5 s and 600 MB at
+    # T = 512, V = 49152; sums are still accumulated in float64.
+    for lo in range(first, T, block):
+        hi = min(lo + block, T)
+        logp = torch.log_softmax(logits[lo - 1 : hi - 1].float(), dim=-1)  # (n, V)
+        target = ids[lo:hi].to(logp.device)  # (n,)
+        sum_logp += logp.gather(-1, target.unsqueeze(-1)).sum().double().cpu()
+        sum_ent += -(logp.exp() * logp).sum().double().cpu()
+    n = T - first
+    mean_logp = sum_logp / n
     n_tokens = torch.tensor(float(T - span_start), dtype=torch.float64)
-    return torch.stack([n_tokens, mean_logp.cpu(), (-mean_logp).exp().cpu(), ent.cpu()])
+    return torch.stack([n_tokens, mean_logp, (-mean_logp).exp(), sum_ent / n])

@@ -185,9 +185,12 @@ def reduce_layer(
     Returns:
         ``(n_features_per_layer,)`` values in the eigensolver's dtype.
     """
-    attn = attn.to(getattr(torch, cfg.eig_dtype))  # average in the solver's precision
+    dtype = getattr(torch, cfg.eig_dtype)
     if cfg.heads == "mean":
-        attn = attn.mean(dim=0, keepdim=True)  # (1, T, T)
+        # Averaged in the solver's precision without a float64 copy of all heads.
+        attn = attn.mean(dim=0, keepdim=True, dtype=dtype)  # (1, T, T)
+    else:
+        attn = attn.to(dtype)  # (H, T, T)
     vectors = any(f.needs_vectors for f in families)
     graph = LayerGraph(attn, hidden, cfg, vectors)
     # (G, width) per family -> family-major, then head, then k.

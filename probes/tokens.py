@@ -19,7 +19,8 @@ class Tokenized:
         ids: token ids read (after truncation; empty when skipped).
         span_start: index of the first analysed token.
         truncated: cut at ``max_tokens``.
-        skipped: longer than ``max_tokens`` under ``overflow: skip``.
+        skipped: longer than ``max_tokens`` under ``overflow: skip``, or under ``truncate``
+            when the cut would leave fewer than 2 tokens of the analysed span.
     """
 
     id: str
@@ -72,11 +73,15 @@ def tokenize_records(
         if truncated and overflow == "skip":
             out.append(Tokenized(rid, [], 0, truncated=False, skipped=True))
             continue
+        if truncated and max_tokens - start < MIN_SPAN_TOKENS:
+            # Truncation would cut (almost) the whole analysed span: nothing left to read.
+            out.append(Tokenized(rid, [], 0, truncated=False, skipped=True))
+            continue
         tokens = tokens[:max_tokens]
         if len(tokens) - start < MIN_SPAN_TOKENS:
             raise ValueError(
                 f"record {rid!r} (#{i}): the analysed span has {max(0, len(tokens) - start)} "
-                f"token(s) after truncation to {max_tokens}; at least {MIN_SPAN_TOKENS} are needed"
+                f"token(s); at least {MIN_SPAN_TOKENS} are needed"
             )
         out.append(Tokenized(rid, tokens, start, truncated=truncated))
     return out

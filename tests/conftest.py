@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 
 # Set before anything imports transformers, datasets or wandb.
 _TMP = tempfile.mkdtemp(prefix="probes-tests-")
+atexit.register(shutil.rmtree, _TMP, ignore_errors=True)
 os.environ.update(
     {
         "WANDB_MODE": "offline",

@@ -184,3 +184,10 @@ def test_overflow_policies(tiny_llama):
 
     with pytest.raises(TextTooLongError, match="record '0' \\(#0\\): 44 tokens > max_tokens=20"):
         SpectralCapture(tiny_llama, CaptureConfig(max_tokens=20, overflow="error")).extract([long])
+
+
+def test_truncation_that_cuts_the_whole_span_skips(tiny_llama):
+    text = "x" * 30 + "1 + 1 = 2"
+    cfg = CaptureConfig(max_tokens=20, span="solution")
+    ex = SpectralCapture(tiny_llama, cfg).extract([text, "1 + 1 = 2 ok"], span_starts=[30, 0])
+    assert ex.skipped.tolist() == [True, False] and torch.isnan(ex.values[0]).all()

@@ -72,6 +72,9 @@ class TextDataModule(L.LightningDataModule):
         self.items: dict[str, list[TextItem]] = {}
 
     def setup(self, stage: str | None = None) -> None:
+        self._load()
+
+    def _load(self) -> None:
         if self.items:
             return
         records = (
@@ -101,10 +104,13 @@ class TextDataModule(L.LightningDataModule):
     def split(self, name: str) -> list[TextItem]:
         if name not in SPLITS and name != "all":
             raise ValueError(f"unknown split {name!r}; choose one of {(*SPLITS, 'all')}")
-        self.setup()
+        self._load()
         if name == "all":
             return [item for s in SPLITS for item in self.items[s]]
         return self.items[name]
+
+    def transfer_batch_to_device(self, batch, device, dataloader_idx):
+        return batch  # records, not tensors: the capture moves its own inputs to the device
 
     def _loader(self, items: list[TextItem], shuffle: bool = False) -> DataLoader:
         return DataLoader(

@@ -74,7 +74,7 @@ def build_generate(
     task: str = "chain_sum",
     terms: int = 2,
     digits: int = 1,
-    max_new_tokens: int = 96,
+    max_new_tokens: int = 48,
     batch_size: int = 8,
     sample: bool = False,
     progress: bool = True,

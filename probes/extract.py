@@ -1,0 +1,255 @@
+"""Extraction as a Lightning ``predict`` loop: records -> frozen LM -> FeatureStore.
+
+``Trainer(strategy="ddp", devices=N, num_nodes=M)`` spreads records over processes with
+Lightning's own DDP; each rank writes its own shards. A rerun after an interruption extracts
+only the records that no shard holds yet.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import BasePredictionWriter, TQDMProgressBar
+
+from .capture import SpectralCapture
+from .config import ExtractConfig
+from .data.datamodule import TextDataModule, TextItem
+from .data.records import Record
+from .data.sources import load_records
+from .models import load_frozen
+from .store import FeatureStore, fingerprint, new_run_tag, store_key
+
+
+class ExtractionModule(L.LightningModule):
+    """Wraps a :class:`SpectralCapture`; ``predict_step`` returns one feature row per item."""
+
+    def __init__(self, capture: SpectralCapture):
+        super().__init__()
+        self.capture = capture
+        self.model = capture.lm.model  # a submodule, so that Lightning moves it to the device
+
+    def predict_step(self, batch: list[TextItem], batch_idx: int) -> torch.Tensor:
+        return self.capture.features_of([item.tokens for item in batch])  # (B, F)
+
+
+class PendingDataModule(TextDataModule):
+    """A :class:`TextDataModule` whose predict set leaves out records already in the store.
+
+    The done set is read in ``setup``, which every rank runs after Lightning's pre-setup
+    barrier and before any rank writes, so all ranks agree on it.
+    """
+
+    def __init__(self, *args, store: FeatureStore, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.store = store
+        self.pending: list[TextItem] = []
+        self.n_done = 0
+
+    def setup(self, stage: str | None = None) -> None:
+        super().setup(stage)
+        done = self.store.done_ids()
+        everything = self.split("all")
+        self.pending = [it for it in everything if it.record.id not in done]
+        self.n_done = len(everything) - len(self.pending)
+
+    def predict_dataloader(self):
+        return self._loader(sorted(self.pending, key=lambda it: -len(it.tokens.ids)))
+
+
+class StoreWriter(BasePredictionWriter):
+    """Buffers feature rows per rank and writes a shard every ``shard_size`` records."""
+
+    def __init__(self, store: FeatureStore, shard_size: int = 256, run: str | None = None):
+        super().__init__(write_interval="batch")
+        self.store, self.shard_size = store, shard_size
+        self.run = run or new_run_tag()
+        self._rows: list[torch.Tensor] = []
+        self._items: list[TextItem] = []
+        self._seq = 0
+        self.stats = {"records": 0, "tokens": 0, "skipped": 0, "truncated": 0}
+        self._start = time.perf_counter()
+
+    def write_on_batch_end(
+        self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0
+    ):
+        self._rows.append(prediction.cpu())
+        self._items.extend(batch)
+        for item in batch:
+            self.stats["records"] += 1
+            self.stats["tokens"] += len(item.tokens.ids)
+            self.stats["skipped"] += int(item.tokens.skipped)
+            self.stats["truncated"] += int(item.tokens.truncated)
+        if len(self._items) >= self.shard_size:
+            self.flush(trainer.global_rank)
+
+    def on_predict_end(self, trainer, pl_module) -> None:
+        self.flush(trainer.global_rank)
+
+    def flush(self, rank: int) -> None:
+        if not self._items:
+            return
+        items = self._items
+        rows = {
+            "values": torch.cat(self._rows).double(),
+            "n_tokens": torch.tensor([len(it.tokens.ids) for it in items], dtype=torch.long),
+            "truncated": torch.tensor([it.tokens.truncated for it in items]),
+            "skipped": torch.tensor([it.tokens.skipped for it in items]),
+        }
+        index = {
+            "ids": [it.record.id for it in items],
+            "labels": [it.record.label for it in items],
+            "groups": [it.record.group for it in items],
+            "splits": [it.split for it in items],
+        }
+        self.store.write_shard(self.run, rank, self._seq, rows, index)
+        self._seq += 1
+        self._rows, self._items = [], []
+
+    def throughput(self) -> dict[str, str]:
+        elapsed = max(time.perf_counter() - self._start, 1e-9)
+        return {
+            "texts_s": f"{self.stats['records'] / elapsed:.2f}",
+            "tokens_s": f"{self.stats['tokens'] / elapsed:.0f}",
+        }
+
+
+class ThroughputBar(TQDMProgressBar):
+    """Lightning's progress bar, with texts/s and tokens/s of this rank."""
+
+    def __init__(self, writer: StoreWriter):
+        super().__init__()
+        self.writer = writer
+
+    def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        super().on_predict_batch_end(trainer, pl_module, outputs, batch, batch_idx, dataloader_idx)
+        self.predict_progress_bar.set_postfix(self.writer.throughput())
+
+
+@dataclass
+class ExtractResult:
+    """What one extraction run did."""
+
+    store: FeatureStore
+    total: int
+    extracted: int
+    already_present: int
+    skipped: int
+    truncated: int
+    seconds: float
+    is_global_zero: bool = True
+
+    def summary(self) -> str:
+        """What was done, then the store's records per split with their class balance."""
+        rate = self.extracted / self.seconds if self.seconds > 0 else float("nan")
+        data = self.store.read()
+        families = sorted({n.split("/")[0] for n in data.names})
+        lines = [
+            f"store {self.store.path}: {self.total} records ({self.already_present} already "
+            f"present, {self.extracted} extracted now, {self.skipped} skipped as too long, "
+            f"{self.truncated} truncated) in {self.seconds:.1f} s ({rate:.2f} texts/s)",
+            f"{len(data.names)} features per record; families: {', '.join(families)}",
+        ]
+        for split in ("train", "calib", "test"):
+            rows = [i for i, s in enumerate(data.splits) if s == split and not data.skipped[i]]
+            valid = int(data.labels[rows].sum()) if rows else 0
+            lines.append(f"  {split:5s} {len(rows):5d} records, {valid} valid")
+        return "\n".join(lines)
+
+
+def dataset_fingerprint(records: Sequence[Record], fractions: Sequence[float], seed: int) -> str:
+    """What determines a store's rows: every record's id, text, label, group, and the split
+    inputs (fractions, seed)."""
+    rows = sorted((r.id, r.full_text, r.solution_start, r.label, r.group) for r in records)
+    return fingerprint({"records": rows, "fractions": list(fractions), "seed": seed})
+
+
+def extract(
+    cfg: ExtractConfig, records: Sequence[Record] | None = None, **trainer_kwargs: Any
+) -> ExtractResult:
+    """Extract ``cfg.data`` with ``cfg.model`` under ``cfg.capture`` into a feature store.
+
+    Args:
+        cfg: the extraction config.
+        records: records to use instead of loading ``cfg.data.source``.
+        **trainer_kwargs: overrides for ``lightning.Trainer`` (``devices``, ``strategy``...).
+    """
+    start = time.perf_counter()
+    if records is None:
+        records = load_records(cfg.data.source, cfg.data.mapping)
+    lm = load_frozen(cfg.model)
+    capture = SpectralCapture(lm, cfg.capture)
+    dataset = dataset_fingerprint(records, cfg.data.fractions, cfg.data.seed)
+    manifest = {
+        "model": lm.identity,
+        "capture": cfg.capture.to_dict(),
+        "dataset": dataset,
+        "feature_names": capture.names,
+    }
+    path = Path(cfg.store) if cfg.store else default_store_path(cfg, manifest)
+    store = FeatureStore(path, manifest)
+    dm = PendingDataModule(
+        records,
+        lm.tokenizer,
+        store=store,
+        max_tokens=capture.max_tokens,
+        overflow=cfg.capture.overflow,
+        span=cfg.capture.span,
+        fractions=cfg.data.fractions,
+        seed=cfg.data.seed,
+        split_file=store.path / "splits.json",
+        batch_size=cfg.batch_size,
+    )
+    writer = StoreWriter(store, cfg.shard_size)
+    kwargs = {
+        "accelerator": cfg.trainer.accelerator,
+        "devices": cfg.trainer.devices,
+        "num_nodes": cfg.trainer.num_nodes,
+        "strategy": cfg.trainer.strategy,
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_model_summary": False,
+        "callbacks": [writer, ThroughputBar(writer)],
+        **trainer_kwargs,
+    }
+    trainer = L.Trainer(**kwargs)
+    if not {r.id for r in records} <= store.done_ids():
+        trainer.predict(ExtractionModule(capture), datamodule=dm, return_predictions=False)
+    else:
+        dm.setup("predict")  # nothing to do: count what is there
+    if trainer.world_size > 1:
+        trainer.strategy.barrier("probes-extract-end")  # every rank's last shard is on disk
+    if trainer.is_global_zero:
+        store.write_index()
+    stats = _gather(trainer, writer.stats)
+    return ExtractResult(
+        store=store,
+        total=len(records),
+        extracted=stats["records"],
+        already_present=dm.n_done,
+        skipped=stats["skipped"],
+        truncated=stats["truncated"],
+        seconds=time.perf_counter() - start,
+        is_global_zero=trainer.is_global_zero,
+    )
+
+
+def default_store_path(cfg: ExtractConfig, manifest: dict) -> Path:
+    name = Path(str(cfg.data.source)).stem or "records"
+    key = store_key(manifest["model"], manifest["capture"], manifest["dataset"])
+    return Path(cfg.stores_dir) / f"{name}-{key}"
+
+
+def _gather(trainer: L.Trainer, stats: dict[str, int]) -> dict[str, int]:
+    """Sum per-rank counters (a no-op in one process)."""
+    if trainer.world_size == 1:
+        return stats
+    keys = sorted(stats)
+    local = torch.tensor([stats[k] for k in keys], dtype=torch.long)
+    total = trainer.strategy.reduce(local, reduce_op="sum")
+    return {k: int(v) for k, v in zip(keys, total.tolist(), strict=True)}
