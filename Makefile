@@ -17,12 +17,12 @@ $(STAMP): pyproject.toml Makefile
 
 install: $(STAMP)
 
-# The main job on the embedded defaults (W&B, once used, runs offline by default):
-# the spectrum of a worked example, then a small gsm-perturb set extracted into a store.
+# The main job on the embedded defaults (W&B offline): the spectrum of a worked example, then
+# the default experiment (configs/gsm-perturb.yaml: build, extract, fit, evaluate, export),
+# which prints the comparison table and writes results/gsm-perturb/.
 demo: install
-	WANDB_MODE=$${WANDB_MODE:-offline} $(BIN)/probes inspect --config configs/inspect.yaml
-	$(BIN)/probes data build gsm-perturb --n 20 --seed 0 --out runs/demo/gsm-perturb.jsonl
-	$(BIN)/probes extract --config configs/extract-demo.yaml
+	$(BIN)/probes inspect --config configs/inspect.yaml
+	WANDB_MODE=$${WANDB_MODE:-offline} $(BIN)/python train.py --config configs/gsm-perturb.yaml
 
 test: install
 	$(BIN)/python -m pytest -q
@@ -36,4 +36,4 @@ format: install
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info runs
+	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info runs results stores

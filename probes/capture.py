@@ -113,7 +113,10 @@ class SpectralCapture:
         self.families = resolve_families(cfg)
         self.n_groups = 1 if cfg.heads == "mean" else lm.n_heads
         self.spectral_names = feature_names(self.families, self.layers, self.n_groups, cfg)
-        self.names = self.spectral_names + list(CONFOUND_NAMES)
+        self.probe_layer = _probe_layer(cfg.probe_layer, lm.n_layers)
+        width = lm.model.config.get_text_config().hidden_size if self.probe_layer is not None else 0
+        self.probe_names = [f"hidden_mean/L{self.probe_layer:02d}/k{i:03d}" for i in range(width)]
+        self.names = self.spectral_names + self.probe_names + list(CONFOUND_NAMES)
         self._per_layer = len(self.spectral_names) // max(1, len(self.layers))
         self._needs_hidden = any(f.needs_hidden for f in self.families)
         positions = lm.max_positions
@@ -193,7 +196,8 @@ class SpectralCapture:
         for b, t in enumerate(batch):
             input_ids[b, : len(t.ids)] = torch.tensor(t.ids)
             mask[b, : len(t.ids)] = 1
-        out = torch.empty((len(batch), len(self.spectral_names)), dtype=torch.float64)
+        width = len(self.spectral_names) + len(self.probe_names)
+        out = torch.empty((len(batch), width), dtype=torch.float64)
         with self._hooks(batch, out), torch.inference_mode():
             logits = self.lm.model(
                 input_ids=input_ids.to(device), attention_mask=mask.to(device), use_cache=False
@@ -219,6 +223,10 @@ class SpectralCapture:
                     self._reduce_hook(stash, layer, slot, batch, out)
                 )
             )
+        if self.probe_layer is not None:
+            cols = slice(len(self.spectral_names), len(self.spectral_names) + len(self.probe_names))
+            probe = self.lm.layers[self.probe_layer]
+            handles.append(probe.register_forward_hook(_mean_hidden_hook(batch, out, cols)))
         try:
             yield
         finally:
@@ -248,6 +256,25 @@ class SpectralCapture:
             except NegativeEigenvalueError as err:
                 head = "mean of heads" if self.cfg.heads == "mean" else f"head {err.index[0]}"
                 raise SpectrumError(f"record {t.id!r}, layer {layer}, {head}: {err}") from err
+
+
+def _probe_layer(option: int | str | None, n_layers: int) -> int | None:
+    if option is None:
+        return None
+    if option == "middle":
+        return n_layers // 2
+    return resolve_layers([option], n_layers)[0]
+
+
+def _mean_hidden_hook(batch: list[Tokenized], out: Tensor, cols: slice):
+    """Mean over each text's analysed span of a layer's output hidden states."""
+
+    def hook(module, args, output):
+        hidden = output[0] if isinstance(output, tuple) else output  # (B, T, D)
+        for b, t in enumerate(batch):
+            out[b, cols] = hidden[b, t.span_start : len(t.ids)].double().mean(dim=0).cpu()
+
+    return hook
 
 
 def _stash_attention(stash: dict[str, Tensor], layer: int):

@@ -215,6 +215,95 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     return 0
 
 
+def read_score_input(path: str, strict: bool) -> tuple[list[dict], list[str]]:
+    """Records to score (``id`` plus ``text`` or ``problem`` + ``solution``) and one message
+    per bad line; with ``strict`` the first bad line raises."""
+    import json
+
+    from .data.records import PROBLEM_PREFIX, SOLUTION_MARKER
+
+    rows, problems, seen = [], [], set()
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                raw = json.loads(line)
+                if not isinstance(raw, dict):
+                    raise ValueError("expected a JSON object")
+                rid = raw.get("id")
+                if rid is None or str(rid) in seen:
+                    raise ValueError("field 'id' is missing or duplicate")
+                if isinstance(raw.get("text"), str) and raw["text"].strip():
+                    text, start = raw["text"], 0
+                elif all(
+                    isinstance(raw.get(k), str) and raw[k].strip() for k in ("problem", "solution")
+                ):
+                    text = f"{PROBLEM_PREFIX}{raw['problem']}{SOLUTION_MARKER}{raw['solution']}"
+                    start = len(text) - len(raw["solution"])
+                else:
+                    raise ValueError("field 'text' (or 'problem' + 'solution') is missing or empty")
+            except ValueError as err:  # json.JSONDecodeError is a ValueError
+                message = f"{path}:{lineno}: {err}"
+                if strict:
+                    raise ValueError(message) from None
+                problems.append(message)
+                continue
+            seen.add(str(rid))
+            rows.append({"id": str(rid), "text": text, "start": start})
+    return rows, problems
+
+
+def _cmd_score(args: argparse.Namespace) -> int:
+    import json
+
+    from .bundle import Scorer
+    from .data.records import atomic_lines
+
+    scorer = Scorer.load(args.scorer)
+    rows, problems = read_score_input(args.input, args.strict)
+    for message in problems:
+        print(f"probes score: skipped bad line {message}", file=sys.stderr)
+    span = scorer.meta["capture"].get("span") == "solution"
+    ex = scorer.features(
+        [r["text"] for r in rows],
+        [r["start"] for r in rows] if span else None,
+        batch_size=args.batch_size,
+        progress=True,
+    )
+    keep = ~ex.skipped.numpy()
+    X = ex.values.numpy()
+    p = scorer.predict_proba_features(X[keep], ex.names)[:, 1] if keep.any() else []
+    d = scorer.predict_features(X[keep], ex.names) if keep.any() else []
+    out, k = [], 0
+    for row, kept in zip(rows, keep, strict=True):
+        entry = {"id": row["id"], "p_valid": None, "decision": None, "skipped": not kept}
+        if kept:
+            entry.update(p_valid=float(p[k]), decision=int(d[k]))
+            k += 1
+        out.append(json.dumps(entry))
+    atomic_lines(args.output, out)
+    print(
+        f"scored {int(keep.sum())} of {len(rows)} records ({len(problems)} bad lines, "
+        f"{int((~keep).sum())} too long) -> {args.output}"
+    )
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .bundle import Scorer
+
+    source = Path(args.results) / "bundles" / args.scorer
+    if not source.is_dir():
+        available = sorted(p.name for p in (Path(args.results) / "bundles").glob("*"))
+        raise ValueError(f"no scorer {args.scorer!r} in {args.results}; available: {available}")
+    path = Scorer.load(source).save(args.out)
+    print(f"exported {args.scorer} to {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="probes", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -241,6 +330,18 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--num-nodes", dest="num_nodes", type=int, help="nodes")
     e.add_argument("--strategy", help="auto, or ddp for several processes")
     e.set_defaults(func=_cmd_extract)
+    sc = sub.add_parser("score", help="score new texts with an exported scorer bundle")
+    sc.add_argument("--scorer", required=True, help="bundle folder (scorer.json + weights)")
+    sc.add_argument("--input", required=True, help="JSONL: id and text (or problem + solution)")
+    sc.add_argument("--output", required=True, help="JSONL: id, p_valid, decision, skipped")
+    sc.add_argument("--batch-size", dest="batch_size", type=int, default=4)
+    sc.add_argument("--strict", action="store_true", help="stop at the first bad line")
+    sc.set_defaults(func=_cmd_score)
+    ex = sub.add_parser("export", help="copy a finished experiment's scorer bundle elsewhere")
+    ex.add_argument("--results", required=True, help="the experiment's results folder")
+    ex.add_argument("--scorer", required=True, help="scorer name (e.g. spectral_lr)")
+    ex.add_argument("--out", required=True, help="destination folder")
+    ex.set_defaults(func=_cmd_export)
     return parser
 
 

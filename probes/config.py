@@ -20,6 +20,11 @@ class ConfigError(ValueError):
     """A configuration option is unknown or has a bad value; the message names it."""
 
 
+def _choice(option: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"option {option!r}: expected one of {list(choices)}, got {value!r}")
+
+
 #: Families computed when a capture config does not list its own: every family whose cost
 #: is one eigenvalue solve per layer (no eigenvectors), plus the O(T) directed ones.
 DEFAULT_FAMILIES: tuple[str, ...] = (
@@ -70,6 +75,10 @@ class CaptureConfig:
     eig_dtype: str = "float64"
     #: Share of the highest graph frequencies counted by ``hfer``.
     hfer_fraction: float = 0.1
+    #: Layer whose mean-pooled output hidden state is stored for the hidden-state probe
+    #: baseline (``hidden_mean/Lxx/kNNN``, one column per hidden unit): an index, ``middle``,
+    #: or ``null`` for none.
+    probe_layer: int | str | None = "middle"
 
     def __post_init__(self) -> None:
         # Lists from YAML become tuples so that the config stays hashable and frozen.
@@ -92,6 +101,10 @@ class CaptureConfig:
             raise ConfigError(f"option 'k': expected an int >= 1, got {self.k!r}")
         if not isinstance(self.max_tokens, int) or self.max_tokens < 2:
             raise ConfigError(f"option 'max_tokens': expected an int >= 2, got {self.max_tokens!r}")
+        if isinstance(self.probe_layer, str) and self.probe_layer != "middle":
+            raise ConfigError(
+                f"option 'probe_layer': expected an int, 'middle' or null, got {self.probe_layer!r}"
+            )
         if not 0 < self.hfer_fraction <= 1:
             raise ConfigError(
                 f"option 'hfer_fraction': expected a value in (0, 1], got {self.hfer_fraction!r}"
@@ -201,17 +214,170 @@ class ExtractConfig:
         return out
 
 
+#: Every feature but the confounds, the hidden-state probe and the log-det baseline.
+SPECTRAL = ("*", "!confound/*", "!hidden_mean/*", "!attn_logdet/*")
+
+
+@dataclass(frozen=True)
+class ScorerSpec:
+    """One scorer of an experiment."""
+
+    #: Its name in tables, metrics (``test/<name>/auroc``) and exports.
+    name: str
+    #: ``threshold`` (training-free, one feature) or ``logistic`` (LogisticCalibrator).
+    kind: str
+    #: Feature name patterns it may use (``fiedler/*``, ``*/L1[0-9]``, ``!confound/*``).
+    select: tuple[str, ...] = SPECTRAL
+    #: threshold: a feature name, or ``auto`` (best calib AUROC among ``select``).
+    feature: str = "auto"
+    #: threshold: quantile threshold without labels.
+    label_free: bool = False
+    #: logistic: L2 strength on standardized weights.
+    weight_decay: float = 1e-2
+    #: logistic: temperature scaling on calib.
+    temperature: bool = True
+    #: logistic: L-BFGS steps at most (early stopping on calib loss).
+    max_epochs: int = 50
+
+    def __post_init__(self) -> None:
+        _choice("kind", self.kind, ("threshold", "logistic"))
+        if isinstance(self.select, list | str):
+            value = (self.select,) if isinstance(self.select, str) else tuple(self.select)
+            object.__setattr__(self, "select", value)
+
+
+DEFAULT_SCORERS = (
+    ScorerSpec("threshold", "threshold"),
+    ScorerSpec("spectral_lr", "logistic"),
+    ScorerSpec("length", "logistic", select=("confound/n_tokens",)),
+    ScorerSpec("logprob", "logistic", select=("confound/logprob",)),
+    ScorerSpec("attn_logdet", "logistic", select=("attn_logdet/*",)),
+    ScorerSpec("hidden_probe", "logistic", select=("hidden_mean/*",)),
+)
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """Build ``data.source`` with a builder when the file does not exist yet."""
+
+    #: ``champ``, ``gsm-perturb``, ``arith-perturb``, ``generate``, or ``null`` (no build).
+    builder: str | None = None
+    #: The builder's options (``n``, ``mode``, ``task``, ``terms``, ``digits``...).
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class WandbConfig:
+    """Weights & Biases logging."""
+
+    #: ``offline`` (default: nothing leaves the machine; ``wandb sync`` uploads later),
+    #: ``online`` or ``disabled``.
+    mode: str = "offline"
+    project: str = "probes"
+    entity: str | None = None
+    #: Log the feature store as an Artifact.
+    log_store: bool = False
+
+    def __post_init__(self) -> None:
+        _choice("mode", self.mode, ("offline", "online", "disabled"))
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """``python train.py --config configs/<experiment>.yaml``: a whole calibration run."""
+
+    #: Names the results folder and the W&B group.
+    name: str = "experiment"
+    data: DataConfig = field(default_factory=DataConfig)
+    build: BuildConfig = field(default_factory=BuildConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    capture: CaptureConfig = field(default_factory=CaptureConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    #: Store folder (default: ``<stores_dir>/<data name>-<hash>``, reused when it exists).
+    store: str | None = None
+    stores_dir: str = "stores"
+    batch_size: int = 4
+    shard_size: int = 64
+    #: The scorers to fit and compare (see ScorerSpec).
+    scorers: tuple[ScorerSpec, ...] = DEFAULT_SCORERS
+    #: Grouped bootstrap resamples for the 95% intervals.
+    n_boot: int = 500
+    #: Seed of the bootstrap.
+    seed: int = 0
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    #: Results go to ``<results_dir>/<name>/``.
+    results_dir: str = "results"
+
+    def __post_init__(self) -> None:
+        specs = tuple(
+            s if isinstance(s, ScorerSpec) else from_dict(ScorerSpec, s, "scorers")
+            for s in self.scorers
+        )
+        object.__setattr__(self, "scorers", specs)
+        names = [s.name for s in specs]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"option 'scorers': duplicate names in {names}")
+
+    def extract_config(self) -> ExtractConfig:
+        keys = {f.name for f in dataclasses.fields(ExtractConfig)}
+        return ExtractConfig(**{k: getattr(self, k) for k in keys})
+
+    def to_dict(self) -> dict[str, Any]:
+        return json_ready(self)
+
+
+def json_ready(value: Any) -> Any:
+    """Dataclasses, tuples and nested values as plain JSON/YAML data."""
+    if dataclasses.is_dataclass(value):
+        return {f.name: json_ready(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, tuple | list):
+        return [json_ready(v) for v in value]
+    if isinstance(value, dict):
+        return {k: json_ready(v) for k, v in value.items()}
+    return value
+
+
+def load_experiment(path: str | Path) -> ExperimentConfig:
+    """An experiment YAML; a ``base:`` key names a file (relative to this one) whose options
+    it overrides, section by section."""
+    path = Path(path)
+    data = _read_yaml(path)
+    base = data.pop("base", None)
+    if base is not None:
+        base_data = _read_yaml(path.parent / base)
+        base_data.pop("base", None)
+        data = _merge(base_data, data)
+    try:
+        return from_dict(ExperimentConfig, data)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of options at the top level")
+    return data
+
+
+def _merge(base: dict, override: dict) -> dict:
+    out = dict(base)
+    for k, v in override.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
 @dataclass(frozen=True)
 class InspectConfig:
     """``probes inspect``: a per-layer spectrum summary of one text."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
     capture: CaptureConfig = field(default_factory=CaptureConfig)
-
-
-def _choice(option: str, value: Any, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ConfigError(f"option {option!r}: expected one of {list(choices)}, got {value!r}")
 
 
 T = TypeVar("T")
@@ -243,14 +409,7 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "") -> T:
 def load_yaml(path: str | Path, cls: type[T]) -> T:
     """Read ``cls`` from a YAML file; errors name the file and the option."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of options at the top level")
+    data = _read_yaml(path)
     try:
         return from_dict(cls, data)
     except ConfigError as err:

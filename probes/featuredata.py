@@ -25,14 +25,28 @@ def matches(name: str, pattern: str) -> bool:
 
 
 def select_features(names: Sequence[str], patterns: Sequence[str] | None) -> list[int]:
-    """Column indices of ``names`` matched by any pattern (all when ``patterns`` is empty);
-    a pattern that matches nothing raises, naming it."""
-    if not patterns:
-        return list(range(len(names)))
-    for p in patterns:
+    """Column indices of ``names`` matched by any pattern and by no ``!pattern`` (all names
+    when there is no positive pattern); a positive pattern that matches nothing raises.
+
+    Example:
+        >>> select_features(["fiedler/L00", "confound/n_tokens"], ["*", "!confound/*"])
+        [0]
+    """
+    patterns = list(patterns or [])
+    include = [p for p in patterns if not p.startswith("!")]
+    exclude = [p[1:] for p in patterns if p.startswith("!")]
+    for p in include:
         if not any(matches(n, p) for n in names):
             raise ConfigError(f"option 'select': pattern {p!r} matches no feature in the store")
-    return [i for i, n in enumerate(names) if any(matches(n, p) for p in patterns)]
+    chosen = [
+        i
+        for i, n in enumerate(names)
+        if (not include or any(matches(n, p) for p in include))
+        and not any(matches(n, p) for p in exclude)
+    ]
+    if not chosen:
+        raise ConfigError(f"option 'select': {patterns} leaves no feature")
+    return chosen
 
 
 @dataclass

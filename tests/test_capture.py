@@ -24,6 +24,10 @@ TEXTS = [
 
 def reference(lm: FrozenLM, text: str, cfg: CaptureConfig, layers: list[int], span_start: int = 0):
     """Features of one text from output_attentions=True / output_hidden_states=True."""
+    return _reference(lm, text, cfg, layers, span_start)
+
+
+def _reference(lm, text, cfg, layers, span_start):
     ids = lm.tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
     with torch.no_grad():
         out = lm.model(input_ids=ids, output_attentions=True, output_hidden_states=True)
@@ -40,7 +44,9 @@ def reference(lm: FrozenLM, text: str, cfg: CaptureConfig, layers: list[int], sp
     token_logp = np.array([logp[t - 1, tok[t]] for t in range(first, len(tok))])
     ent = np.mean([-(np.exp(logp[t - 1]) * logp[t - 1]).sum() for t in range(first, len(tok))])
     conf = [len(tok) - s, token_logp.mean(), np.exp(-token_logp.mean()), ent]
-    return np.concatenate([torch.cat(parts).numpy(), conf])
+    probe = lm.n_layers // 2  # the default probe_layer, 'middle'
+    hidden_mean = out.hidden_states[probe + 1][0, s:].double().mean(dim=0).numpy()
+    return np.concatenate([torch.cat(parts).numpy(), hidden_mean, conf])
 
 
 @pytest.mark.parametrize("model", ["tiny_llama", "tiny_gpt2"])

@@ -149,13 +149,18 @@ def read_jsonl(path: str | Path) -> list[Record]:
 
 def write_jsonl(records: Iterable[Record], path: str | Path) -> Path:
     """Write records atomically: a temp file in the same folder, then a rename."""
+    return atomic_lines(path, (json.dumps(r.to_json(), ensure_ascii=False) for r in records))
+
+
+def atomic_lines(path: str | Path, lines: Iterable[str]) -> Path:
+    """Write text lines to ``path`` through a temp file and a rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for rec in records:
-                f.write(json.dumps(rec.to_json(), ensure_ascii=False) + "\n")
+            for line in lines:
+                f.write(line + "\n")
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -1,0 +1,113 @@
+"""Compare saved scorer bundles side by side on a split of a feature store or on new data.
+
+    python evaluate.py --bundles results/gsm-perturb/bundles/* --store stores/<...> --split test
+    python evaluate.py --bundles results/gsm-perturb/bundles/* --data runs/data/other.jsonl
+
+With ``--data`` every record is scored (the frozen model runs the bundles' capture); with
+``--store`` the stored features of one split are read (the store must come from the same
+model and capture config). Prints the comparison table with grouped bootstrap intervals;
+``--json`` writes the metrics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import numpy as np
+
+from probes.bundle import BundleError, Scorer
+from probes.config import ConfigError
+from probes.experiment import comparison_table
+from probes.metrics import evaluate_scores
+
+
+def on_store(scorers: list[Scorer], store_path: str, split: str, n_boot: int, seed: int) -> dict:
+    from probes.featuredata import FeatureDataModule
+
+    dm = FeatureDataModule(store_path)
+    manifest = dm.store.manifest
+    for s in scorers:
+        if s.meta["capture"] != manifest["capture"] or s.meta["model"].get(
+            "weights_hash"
+        ) != manifest["model"].get("weights_hash"):
+            raise BundleError(
+                f"bundle {s.meta['name']!r} was made with another model or capture config "
+                f"than {store_path}"
+            )
+    a = dm.arrays(split)
+    X, y = a.X.numpy(), a.y.numpy()
+    return {
+        s.meta["name"]: evaluate_scores(
+            s.predict_proba_features(X, dm.names)[:, 1],
+            y,
+            s.predict_features(X, dm.names),
+            a.groups,
+            n_boot,
+            seed,
+        )
+        for s in scorers
+    }
+
+
+def on_data(scorers: list[Scorer], source: str, n_boot: int, seed: int, batch_size: int) -> dict:
+    from probes.data import load_records
+
+    records = load_records(source)
+    y = np.array([r.label for r in records])
+    groups = [r.group for r in records]
+    texts = [r.full_text for r in records]
+    starts = [r.solution_start for r in records]
+    out, cache = {}, {}
+    for s in scorers:
+        key = json.dumps([s.meta["model"], s.meta["capture"]], sort_keys=True)
+        if key not in cache:  # one forward pass per distinct model + capture config
+            cache[key] = s.features(texts, starts, batch_size=batch_size, progress=True)
+        ex = cache[key]
+        keep = ~ex.skipped.numpy()
+        X = ex.values.numpy()[keep]
+        g = [grp for grp, k in zip(groups, keep, strict=True) if k]
+        out[s.meta["name"]] = evaluate_scores(
+            s.predict_proba_features(X, ex.names)[:, 1],
+            y[keep],
+            s.predict_features(X, ex.names),
+            g,
+            n_boot,
+            seed,
+        )
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--bundles", nargs="+", required=True, help="scorer bundle folders")
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--store", help="a feature store folder")
+    where.add_argument("--data", help="a record file (.jsonl/.csv/.parquet) to score")
+    parser.add_argument("--split", default="test", choices=["train", "calib", "test"])
+    parser.add_argument("--n-boot", dest="n_boot", type=int, default=500)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-size", dest="batch_size", type=int, default=4)
+    parser.add_argument("--json", help="write the metrics here")
+    args = parser.parse_args(argv)
+    try:
+        scorers = [Scorer.load(p) for p in args.bundles]
+        if args.store:
+            metrics = on_store(scorers, args.store, args.split, args.n_boot, args.seed)
+        else:
+            metrics = on_data(scorers, args.data, args.n_boot, args.seed, args.batch_size)
+    except (BundleError, ConfigError, ValueError, FileNotFoundError) as err:
+        print(f"evaluate.py: error: {err}", file=sys.stderr)
+        return 2
+    print(comparison_table(metrics))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(metrics, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

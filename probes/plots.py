@@ -1,0 +1,104 @@
+"""PNG plots of an experiment (matplotlib, Agg backend). Plotting lives apart from computing:
+every function takes finished numbers and a path."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from sklearn.metrics import roc_curve  # noqa: E402
+
+
+def roc_curves(
+    y: np.ndarray, probs: Mapping[str, np.ndarray], aurocs: Mapping[str, float], path: Path
+) -> Path:
+    """Every scorer's ROC curve on one figure."""
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    for name, p in probs.items():
+        fpr, tpr, _ = roc_curve(y, p)
+        ax.plot(fpr, tpr, label=f"{name} ({aurocs[name]:.3f})")
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC on test (AUROC)")
+    ax.legend(fontsize=8, loc="lower right")
+    return _save(fig, path)
+
+
+def reliability(
+    y: np.ndarray, probs: Mapping[str, np.ndarray], path: Path, n_bins: int = 15
+) -> Path:
+    """Reliability diagrams: mean predicted P(valid) against the observed rate, per bin."""
+    names = list(probs)
+    cols = min(3, len(names))
+    rows = int(np.ceil(len(names) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.6 * rows), squeeze=False)
+    edges = np.linspace(0, 1, n_bins + 1)
+    for ax, name in zip(axes.flat, names, strict=False):
+        p = probs[name]
+        which = np.clip(np.digitize(p, edges) - 1, 0, n_bins - 1)
+        conf = [p[which == b].mean() for b in range(n_bins) if (which == b).any()]
+        acc = [y[which == b].mean() for b in range(n_bins) if (which == b).any()]
+        ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
+        ax.plot(conf, acc, marker="o")
+        ax.set(
+            title=name,
+            xlabel="predicted P(valid)",
+            ylabel="observed valid rate",
+            xlim=(0, 1),
+            ylim=(0, 1),
+        )
+    for ax in list(axes.flat)[len(names) :]:
+        ax.axis("off")
+    return _save(fig, path)
+
+
+def auroc_heatmap(rows: Sequence[Mapping], path: Path) -> Path:
+    """Test AUROC per (family, layer) from :func:`probes.analysis.layer_auroc` rows."""
+    # Spectral families only: the hidden-state probe's units are not a layer profile.
+    rows = [r for r in rows if r["layer"] != "-" and r["family"] != "hidden_mean"]
+    families = sorted({r["family"] for r in rows})
+    layers = sorted({r["layer"] for r in rows})
+    grid = np.full((len(families), len(layers)), np.nan)
+    for r in rows:
+        grid[families.index(r["family"]), layers.index(r["layer"])] = r["test_auroc"]
+    fig, ax = plt.subplots(figsize=(max(6, 0.3 * len(layers) + 2), 0.45 * len(families) + 1.5))
+    im = ax.imshow(grid, cmap="RdBu_r", vmin=0.3, vmax=0.7, aspect="auto")
+    ax.set_xticks(range(len(layers)), [layer[1:] for layer in layers], fontsize=7)
+    ax.set_yticks(range(len(families)), families, fontsize=8)
+    ax.set(xlabel="layer", title="test AUROC (feature and direction chosen on calib)")
+    fig.colorbar(im, ax=ax, shrink=0.8)
+    return _save(fig, path)
+
+
+def spectra_by_class(
+    names: Sequence[str], X: np.ndarray, y: np.ndarray, layers: Sequence[str], path: Path
+) -> Path:
+    """Mean (+- std) of the stored eigenvalues (``eig_low`` then ``eig_high``) by class."""
+    fig, axes = plt.subplots(1, len(layers), figsize=(4 * len(layers), 3.4), squeeze=False)
+    for ax, layer in zip(axes[0], layers, strict=True):
+        cols = [
+            j
+            for j, n in enumerate(names)
+            if n.split("/")[0] in ("eig_low", "eig_high") and f"/{layer}" in n
+        ]
+        for label, name in ((1, "valid"), (0, "invalid")):
+            v = X[y == label][:, cols]
+            ax.errorbar(
+                range(len(cols)), v.mean(0), yerr=v.std(0), marker="o", capsize=2, label=name
+            )
+        ax.set(title=f"{layer}: eig_low k.., eig_high k..", xlabel="eigenvalue", ylabel="value")
+        ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def _save(fig, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,188 @@
+"""``LogisticCalibrator``: a LightningModule around ``nn.Linear(F, 1)``.
+
+Trained by a Lightning ``Trainer`` with full-batch L-BFGS on standardized features
+(statistics of the train split), class-balanced BCE, L2 on the weights through weight decay,
+early stopping on the calib loss, and optional temperature scaling on calib. On the same data
+it matches scikit-learn's ``LogisticRegression(class_weight="balanced", C=1 / (N * weight_decay))``.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import EarlyStopping
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+
+class LinearProbe(L.LightningModule):
+    """The trained module: ``logit = w . (x - mean) / std + b`` with a balanced BCE."""
+
+    def __init__(
+        self,
+        mean: torch.Tensor,
+        std: torch.Tensor,
+        pos_weight: float,
+        neg_weight: float,
+        weight_decay: float,
+        max_iter: int,
+    ):
+        super().__init__()
+        self.register_buffer("mean", mean)  # (F,)
+        self.register_buffer("std", std)  # (F,)
+        self.linear = nn.Linear(mean.numel(), 1)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+        self.pos_weight, self.neg_weight = pos_weight, neg_weight
+        self.weight_decay, self.max_iter = weight_decay, max_iter
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        return self.linear((X - self.mean) / self.std).squeeze(-1)  # (N,) logits
+
+    def _loss(self, batch) -> torch.Tensor:
+        X, y = batch
+        w = torch.where(y > 0.5, self.pos_weight, self.neg_weight)
+        bce = nn.functional.binary_cross_entropy_with_logits(self(X), y, weight=w)
+        return bce
+
+    def training_step(self, batch, batch_idx):
+        loss = self._loss(batch)
+        # L2 on the weight only (the bias is free), as scikit-learn does.
+        loss = loss + 0.5 * self.weight_decay * self.linear.weight.square().sum()
+        self.log("train/loss", loss, prog_bar=False)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        self.log("calib/loss", self._loss(batch), prog_bar=False)
+
+    def configure_optimizers(self):
+        return torch.optim.LBFGS(
+            self.parameters(),
+            lr=1.0,
+            max_iter=self.max_iter,
+            line_search_fn="strong_wolfe",
+            tolerance_grad=1e-9,
+            tolerance_change=1e-12,
+        )
+
+
+class LogisticCalibrator:
+    """Logistic regression on features, trained with Lightning.
+
+    Args:
+        weight_decay: L2 strength on the standardized weights (per record: the loss is a mean).
+        max_epochs: L-BFGS steps (each up to ``max_iter`` iterations over the full train set).
+        patience: early stopping on the calib loss.
+        temperature: fit a temperature on the calib split after training.
+        class_balanced: weight classes so that each carries half of the loss.
+        max_iter: L-BFGS iterations per step.
+        logger: a Lightning logger for the training curves (e.g. ``WandbLogger``), or ``False``.
+
+    ``predict_proba`` returns ``(N, 2)``: P(invalid), P(valid).
+    """
+
+    def __init__(
+        self,
+        weight_decay: float = 1e-2,
+        max_epochs: int = 50,
+        patience: int = 5,
+        temperature: bool = True,
+        class_balanced: bool = True,
+        max_iter: int = 20,
+        logger=False,
+    ):
+        self.weight_decay = weight_decay
+        self.max_epochs = max_epochs
+        self.patience = patience
+        self.temperature = temperature
+        self.class_balanced = class_balanced
+        self.max_iter = max_iter
+        self.logger = logger
+
+    def fit(self, X_train, y_train, X_calib, y_calib):
+        """``X_* (N, F)``, ``y_* (N,)`` in {0, 1}; calib drives early stopping and temperature."""
+        Xt, yt = _tensors(X_train, y_train)
+        Xc, yc = _tensors(X_calib, y_calib)
+        mean = Xt.mean(dim=0)
+        std = Xt.std(dim=0, correction=0)
+        std = torch.where(std > 1e-12, std, torch.ones_like(std))  # constant columns
+        n, n_pos = len(yt), float(yt.sum())
+        if n_pos in (0, n):
+            raise ValueError("the train split holds one class only: nothing to learn")
+        pos_w, neg_w = (
+            (n / (2 * n_pos), n / (2 * (n - n_pos))) if self.class_balanced else (1.0, 1.0)
+        )
+        module = LinearProbe(mean, std, pos_w, neg_w, self.weight_decay, self.max_iter)
+        trainer = L.Trainer(
+            max_epochs=self.max_epochs,
+            accelerator="cpu",
+            logger=self.logger,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            callbacks=[EarlyStopping("calib/loss", patience=self.patience, min_delta=1e-7)],
+            log_every_n_steps=1,
+        )
+        full = lambda X, y: DataLoader(TensorDataset(X, y), batch_size=len(y))  # noqa: E731
+        trainer.fit(module, full(Xt, yt), full(Xc, yc))
+        self.module_ = module.eval()
+        self.epochs_ = trainer.current_epoch
+        self.temperature_ = _fit_temperature(self._logits(Xc), yc) if self.temperature else 1.0
+        self.n_features_in_ = Xt.shape[1]
+        return self
+
+    @property
+    def mean_(self) -> np.ndarray:
+        return self.module_.mean.numpy()
+
+    @property
+    def std_(self) -> np.ndarray:
+        return self.module_.std.numpy()
+
+    @property
+    def coef_(self) -> np.ndarray:
+        """``(F,)`` weights on the standardized features."""
+        return self.module_.linear.weight.detach()[0].numpy()
+
+    @property
+    def intercept_(self) -> float:
+        return float(self.module_.linear.bias.detach()[0])
+
+    def _logits(self, X: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.module_(X)
+
+    def decision_function(self, X) -> np.ndarray:
+        """``(N,)`` temperature-scaled logits of P(valid)."""
+        X, _ = _tensors(X, None)
+        return (self._logits(X) / self.temperature_).numpy()
+
+    def predict_proba(self, X) -> np.ndarray:
+        p = 1 / (1 + np.exp(-self.decision_function(X).astype(np.float64)))
+        return np.stack([1 - p, p], axis=1)
+
+    def predict(self, X) -> np.ndarray:
+        return (self.predict_proba(X)[:, 1] >= 0.5).astype(np.int64)
+
+
+def _tensors(X, y) -> tuple[torch.Tensor, torch.Tensor | None]:
+    X = torch.as_tensor(np.asarray(X), dtype=torch.float32)
+    if not torch.isfinite(X).all():
+        raise ValueError("features hold NaN or inf (skipped records must be left out)")
+    return X, None if y is None else torch.as_tensor(np.asarray(y), dtype=torch.float32)
+
+
+def _fit_temperature(logits: torch.Tensor, y: torch.Tensor) -> float:
+    """The ``T > 0`` that minimizes the calib NLL of ``sigmoid(logit / T)``."""
+    log_t = torch.zeros((), requires_grad=True)
+    opt = torch.optim.LBFGS([log_t], lr=0.5, max_iter=100, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = nn.functional.binary_cross_entropy_with_logits(logits / log_t.exp(), y)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return float(log_t.detach().exp().clamp(0.05, 20.0))

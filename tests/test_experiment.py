@@ -1,0 +1,145 @@
+"""The whole calibration experiment on the tiny config, as CI runs it."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from probes.config import ConfigError, load_experiment
+from tests.wandb_offline import offline_summary
+
+ROOT = Path(__file__).parents[1]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("exp")
+    cmd = [
+        sys.executable,
+        str(ROOT / "train.py"),
+        "--config",
+        str(ROOT / "configs" / "tiny.yaml"),
+        "--set",
+        f"results_dir={tmp / 'results'}",
+        "--set",
+        f"stores_dir={tmp / 'stores'}",
+        "--set",
+        f"data.source={tmp / 'data' / 'arith.jsonl'}",
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return tmp / "results" / "tiny", out.stdout
+
+
+def test_train_writes_every_artifact(tiny_run):
+    folder, stdout = tiny_run
+    for name in (
+        "metrics.json",
+        "layer_auroc.csv",
+        "confound_audit.csv",
+        "config.yaml",
+        "roc.png",
+        "reliability.png",
+        "layer_auroc.png",
+        "spectra.png",
+    ):
+        assert (folder / name).stat().st_size > 0, name
+    metrics = json.loads((folder / "metrics.json").read_text())["scorers"]
+    assert set(metrics) == {
+        "threshold",
+        "spectral_lr",
+        "length",
+        "logprob",
+        "attn_logdet",
+        "hidden_probe",
+    }
+    for row in metrics.values():
+        for m in ("auroc", "auprc", "ece", "brier", "accuracy"):
+            assert row[f"{m}_lo"] <= row[m] <= row[f"{m}_hi"], (m, row)
+    assert "AUROC [95% CI]" in stdout and "hidden_probe" in stdout
+    rows = list(csv.DictReader(open(folder / "layer_auroc.csv")))
+    assert {r["layer"] for r in rows if r["family"] == "fiedler"} == {"L00", "L01", "L02", "L03"}
+    audit = list(csv.DictReader(open(folder / "confound_audit.csv")))
+    assert "confound" not in {r["family"] for r in audit} and len(audit) >= 10
+
+
+def test_offline_wandb_run_holds_the_metrics(tiny_run):
+    folder, _ = tiny_run
+    (run_dir,) = (folder / "wandb").glob("offline-run-*")
+    summary = offline_summary(run_dir)
+    metrics = json.loads((folder / "metrics.json").read_text())["scorers"]
+    for scorer, row in metrics.items():
+        for m in ("auroc", "auroc_lo", "auroc_hi", "ece", "brier", "accuracy"):
+            assert summary[f"test/{scorer}/{m}"] == pytest.approx(row[m]), (scorer, m)
+
+
+def test_experiment_files_override_the_shared_default():
+    cfg = load_experiment(ROOT / "configs" / "gsm-perturb.yaml")
+    assert cfg.name == "gsm-perturb" and cfg.capture.span == "solution"  # from default.yaml
+    assert cfg.build.options["mode"] == "propagate"
+    champ = load_experiment(ROOT / "configs" / "champ.yaml")
+    assert champ.capture.max_tokens == 768 and champ.capture.heads == "mean"
+
+
+def test_bad_override_is_named(tmp_path, capsys):
+    sys.path.insert(0, str(ROOT))
+    import train
+
+    assert (
+        train.main(["--config", str(ROOT / "configs" / "tiny.yaml"), "--set", "capture.hedas=each"])
+        == 2
+    )
+    assert "unknown option(s) capture.hedas" in capsys.readouterr().err
+    with pytest.raises(ConfigError):
+        train.apply_overrides(load_experiment(ROOT / "configs" / "tiny.yaml"), ["nokey"])
+
+
+def test_evaluate_compares_bundles_on_the_store_and_on_new_data(tiny_run, tmp_path):
+    folder, _ = tiny_run
+    report = json.loads((folder / "metrics.json").read_text())
+    bundles = sorted(str(p) for p in (folder / "bundles").iterdir())
+    assert len(bundles) == 6
+    out = tmp_path / "eval.json"
+    cmd = [
+        sys.executable,
+        str(ROOT / "evaluate.py"),
+        "--bundles",
+        *bundles,
+        "--store",
+        report["store"],
+        "--split",
+        "test",
+        "--n-boot",
+        "50",
+        "--json",
+        str(out),
+    ]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    again = json.loads(out.read_text())
+    for name, row in report["scorers"].items():  # same split, same scorers: same numbers
+        assert again[name]["auroc"] == pytest.approx(row["auroc"], abs=1e-6)
+        assert again[name]["ece"] == pytest.approx(row["ece"], abs=1e-6)
+    data = folder.parents[1] / "data" / "arith.jsonl"
+    fresh = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "evaluate.py"),
+            "--bundles",
+            *bundles[:2],
+            "--data",
+            str(data),
+            "--n-boot",
+            "20",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert fresh.returncode == 0, fresh.stderr[-2000:]
+    assert "AUROC [95% CI]" in fresh.stdout

@@ -1,0 +1,134 @@
+"""Scorers against scikit-learn, metrics against scikit-learn and a hand-written ECE."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from probes.config import ScorerSpec
+from probes.experiment import fit_scorer
+from probes.featuredata import SplitArrays
+from probes.metrics import grouped_bootstrap, point_metrics
+from probes.scorers import LogisticCalibrator, ThresholdBaseline
+
+
+def make_split(rng, n, w, noise=1.5):
+    X = rng.normal(size=(n, len(w)))
+    y = (X @ w + rng.normal(size=n) * noise > 0.3).astype(int)
+    return X, y
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_logistic_calibrator_agrees_with_sklearn(seed):
+    rng = np.random.default_rng(seed)
+    w = rng.normal(size=8)
+    X, y = make_split(rng, 240, w)
+    Xc, yc = make_split(rng, 80, w)
+    Xt, yt = make_split(rng, 200, w)
+    wd = 1e-2
+    ours = LogisticCalibrator(weight_decay=wd, temperature=False, patience=50).fit(X, y, Xc, yc)
+    mu, sd = X.mean(0), X.std(0)
+    ref = LogisticRegression(
+        C=1 / (len(y) * wd), class_weight="balanced", tol=1e-10, max_iter=10_000
+    )
+    ref.fit((X - mu) / sd, y)
+    p_ours = ours.predict_proba(Xt)[:, 1]
+    p_ref = ref.predict_proba((Xt - mu) / sd)[:, 1]
+    assert abs(roc_auc_score(yt, p_ours) - roc_auc_score(yt, p_ref)) < 0.01
+    np.testing.assert_allclose(p_ours, p_ref, atol=2e-3)
+    np.testing.assert_allclose(ours.coef_, ref.coef_[0], atol=2e-3)
+    assert ours.predict_proba(Xt).shape == (200, 2)
+
+
+def test_temperature_scaling_improves_calib_nll_of_an_overconfident_model():
+    rng = np.random.default_rng(3)
+    w = rng.normal(size=30)
+    X, y = make_split(rng, 60, w, noise=6.0)  # few records, many features: overfits
+    Xc, yc = make_split(rng, 200, w, noise=6.0)
+    raw = LogisticCalibrator(weight_decay=1e-5, temperature=False).fit(X, y, Xc, yc)
+    cal = LogisticCalibrator(weight_decay=1e-5, temperature=True).fit(X, y, Xc, yc)
+    assert cal.temperature_ > 1  # softened
+
+    def nll(model):
+        p = np.clip(model.predict_proba(Xc)[:, 1], 1e-9, 1 - 1e-9)
+        return -np.mean(yc * np.log(p) + (1 - yc) * np.log(1 - p))
+
+    assert nll(cal) < nll(raw)
+
+
+def test_threshold_baseline_by_hand():
+    X = np.array([[0.1, 5.0], [0.4, 4.0], [0.35, 1.0], [0.8, 0.0]])
+    y = np.array([0, 0, 1, 1])
+    tb = ThresholdBaseline().fit(X, y, ["a", "b"])
+    # b separates perfectly in the negative direction (AUROC 0 -> direction -1).
+    assert tb.feature_ == "b" and tb.direction_ == -1
+    assert tb.predict(X).tolist() == [0, 0, 1, 1]
+    p = tb.predict_proba(X)
+    assert p.shape == (4, 2) and (np.diff(p[:, 1]) >= 0).all()
+    named = ThresholdBaseline(feature="a").fit(X, y, ["a", "b"])
+    # Youden on a: thresholds 0.8 (tpr .5, fpr 0) and 0.35 (tpr 1, fpr .5) tie at J = .5;
+    # the first maximum, 0.8, is kept.
+    assert named.direction_ == 1 and named.threshold_ == pytest.approx(0.8)
+    free = ThresholdBaseline(feature="a", label_free=True, quantile=0.5).fit(X, None, ["a", "b"])
+    assert free.threshold_ == pytest.approx(np.median(X[:, 0]))
+
+
+def test_threshold_never_reads_test_labels():
+    rng = np.random.default_rng(0)
+    names = [f"f{i}/L00" for i in range(5)]
+    w = np.array([0, 0, 2.0, 0, 0])
+
+    def split(n):
+        X, y = make_split(rng, n, w)
+        return SplitArrays(torch.from_numpy(X), torch.from_numpy(y), [str(i) for i in range(n)], [])
+
+    train, calib, test = split(50), split(60), split(60)
+    spec = ScorerSpec("t", "threshold", select=("*",))
+    a = fit_scorer(spec, names, train, calib)
+    shuffled = SplitArrays(test.X, test.y[torch.randperm(len(test.y))], test.groups, test.ids)
+    b = fit_scorer(spec, names, train, calib)
+    assert (a.model.feature_, a.model.threshold_) == (b.model.feature_, b.model.threshold_)
+    np.testing.assert_array_equal(a.predict(shuffled.X.numpy()), b.predict(test.X.numpy()))
+    # ...whereas calib labels do drive it.
+    calib_shuffled = SplitArrays(calib.X, calib.y[torch.randperm(len(calib.y))], calib.groups, [])
+    c = fit_scorer(spec, names, train, calib_shuffled)
+    assert (c.model.feature_, c.model.threshold_) != (a.model.feature_, a.model.threshold_)
+
+
+def hand_ece(p, y, n_bins=15):
+    """Binary ECE as torchmetrics defines it (and as the reliability diagram shows it):
+    bins of P(valid); in each, |observed valid rate - mean P(valid)|, weighted by its share."""
+    edges = np.linspace(0, 1, n_bins + 1)
+    which = np.clip(np.searchsorted(edges, p, side="right") - 1, 0, n_bins - 1)
+    total = 0.0
+    for b in range(n_bins):
+        inside = which == b
+        if inside.any():
+            total += inside.mean() * abs(y[inside].mean() - p[inside].mean())
+    return total
+
+
+def test_metrics_agree_with_sklearn_and_a_hand_written_ece():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 500)
+    p = np.clip(0.5 + 0.3 * (y - 0.5) + rng.normal(scale=0.25, size=500), 0.001, 0.999)
+    m = point_metrics(p, y, (p >= 0.5).astype(int))
+    assert m["auroc"] == pytest.approx(roc_auc_score(y, p), abs=1e-6)
+    assert m["auprc"] == pytest.approx(average_precision_score(y, p), abs=1e-6)
+    assert m["ece"] == pytest.approx(hand_ece(p, y), abs=1e-6)
+    assert m["brier"] == pytest.approx(np.mean((p - y) ** 2))
+    assert m["accuracy"] == pytest.approx(np.mean((p >= 0.5) == y))
+
+
+def test_grouped_bootstrap_resamples_whole_groups():
+    rng = np.random.default_rng(1)
+    y = np.tile([0, 1], 50)
+    p = np.clip(0.5 + 0.2 * (y - 0.5) + rng.normal(scale=0.3, size=100), 0, 1)
+    groups = np.repeat([str(i) for i in range(50)], 2)
+    ci = grouped_bootstrap(p, y, (p > 0.5).astype(int), groups, n_boot=200)
+    point = roc_auc_score(y, p)
+    assert ci["auroc"][0] < point < ci["auroc"][1]
+    assert 0.05 < ci["auroc"][1] - ci["auroc"][0] < 0.4

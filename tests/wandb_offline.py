@@ -1,0 +1,54 @@
+"""Read the summary of an offline W&B run from its ``run-*.wandb`` file (for tests).
+
+The file is a 7-byte header then LevelDB-style log blocks of 32 KiB; each record is a
+``wandb_internal_pb2.Record``. Only what the tests need: the last value of each summary key.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+from wandb.proto import wandb_internal_pb2 as pb
+
+HEADER, BLOCK = 7, 32768
+FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
+
+
+def records(path: Path):
+    data = Path(path).read_bytes()
+    pos, pending = HEADER, b""
+    while pos + 7 <= len(data):
+        if BLOCK - pos % BLOCK < 7:  # a block's tail too short for a header is padding
+            pos += BLOCK - pos % BLOCK
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        chunk = data[pos + 7 : pos + 7 + length]
+        pos += 7 + length
+        if kind == FULL:
+            yield _parse(chunk)
+        elif kind == FIRST:
+            pending = chunk
+        elif kind == MIDDLE:
+            pending += chunk
+        elif kind == LAST:
+            yield _parse(pending + chunk)
+
+
+def _parse(raw: bytes):
+    record = pb.Record()
+    record.ParseFromString(raw)
+    return record
+
+
+def offline_summary(run_dir: Path) -> dict:
+    """``{key: value}`` of the run's summary updates, last write wins."""
+    (path,) = Path(run_dir).glob("run-*.wandb")
+    summary = {}
+    for record in records(path):
+        if record.WhichOneof("record_type") == "summary":
+            for item in record.summary.update:
+                key = item.key or "/".join(item.nested_key)
+                summary[key] = json.loads(item.value_json)
+    return summary
