@@ -10,6 +10,7 @@ Quick start::
     ex.names[:3], ex.values.shape               # ('eig_low/L10/k0', ...), (1, F)
 """
 
+from .bundle import BundleError, Scorer
 from .capture import Extraction, NonFiniteAttentionError, SpectralCapture, SpectrumError
 from .config import CaptureConfig, ConfigError, ModelConfig
 from .features import FAMILIES
@@ -19,6 +20,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "FAMILIES",
+    "BundleError",
+    "Scorer",
     "AttentionUnavailableError",
     "CaptureConfig",
     "ConfigError",

@@ -129,8 +129,15 @@ class Scorer:
         batch_size: int = 4,
         progress: bool = False,
     ):
-        """The frozen model's features of ``texts`` (an :class:`Extraction`)."""
+        """The frozen model's features of ``texts`` (an :class:`Extraction`).
+
+        A scorer that reads the solution span (``capture.span: solution``) needs
+        ``span_starts``, or texts written as ``Problem: ...\nSolution: ...`` (the record
+        format), whose solution it then finds by that marker.
+        """
         capture = self._capture_for_texts()
+        if span_starts is None and capture.cfg.span == "solution":
+            span_starts = [_solution_start(t, i) for i, t in enumerate(texts)]
         return capture.extract(
             texts, span_starts=span_starts, batch_size=batch_size, progress=progress
         )
@@ -306,6 +313,18 @@ def from_fitted(
     else:
         raise TypeError(f"cannot export a {type(m).__name__}")
     return Scorer(meta, tensors)
+
+
+def _solution_start(text: str, i: int) -> int:
+    from .data.records import SOLUTION_MARKER
+
+    at = text.find(SOLUTION_MARKER)
+    if at < 0:
+        raise BundleError(
+            f"text #{i}: this scorer reads the solution only; pass span_starts, or write the "
+            f"text as 'Problem: ...{SOLUTION_MARKER!r}...'"
+        )
+    return at + len(SOLUTION_MARKER)
 
 
 def _json_default(value):

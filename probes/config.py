@@ -25,6 +25,13 @@ def _choice(option: str, value: Any, choices: tuple[str, ...]) -> None:
         raise ConfigError(f"option {option!r}: expected one of {list(choices)}, got {value!r}")
 
 
+class Options:
+    """Base of every config section: ``to_dict`` gives plain JSON/YAML data."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return json_ready(self)
+
+
 #: Families computed when a capture config does not list its own: every family whose cost
 #: is one eigenvalue solve per layer (no eigenvectors), plus the O(T) directed ones.
 DEFAULT_FAMILIES: tuple[str, ...] = (
@@ -42,7 +49,7 @@ DEFAULT_FAMILIES: tuple[str, ...] = (
 
 
 @dataclass(frozen=True)
-class CaptureConfig:
+class CaptureConfig(Options):
     """What the streaming capture computes for each text.
 
     The config is part of a feature store's identity: change any field and the features
@@ -110,15 +117,9 @@ class CaptureConfig:
                 f"option 'hfer_fraction': expected a value in (0, 1], got {self.hfer_fraction!r}"
             )
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain, JSON-ready dict (tuples as lists)."""
-        return {
-            k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
-        }
-
 
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(Options):
     """Which frozen causal LM to read."""
 
     #: An embedded short name (``smollm2-135m``, ``tiny-llama``, ``tiny-gpt2``), a Hugging Face
@@ -136,12 +137,9 @@ class ModelConfig:
         if not (self.device == "cpu" or self.device.startswith("cuda")):
             raise ConfigError(f"option 'device': expected cpu, cuda or cuda:N, got {self.device!r}")
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
 
 @dataclass(frozen=True)
-class DataConfig:
+class DataConfig(Options):
     """Which records, and how they are split."""
 
     #: A record file (``.jsonl``/``.csv``/``.parquet``, e.g. from ``probes data build``) or a
@@ -161,12 +159,9 @@ class DataConfig:
         if len(fr) != 3 or any(f < 0 for f in fr) or abs(sum(fr) - 1) > 1e-6:
             raise ConfigError(f"option 'fractions': expected 3 shares summing to 1, got {fr!r}")
 
-    def to_dict(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "fractions": list(self.fractions)}
-
 
 @dataclass(frozen=True)
-class TrainerConfig:
+class TrainerConfig(Options):
     """Lightning ``Trainer`` settings for extraction (Lightning's own names and meanings)."""
 
     #: ``cpu``, ``gpu``/``cuda`` or ``auto``.
@@ -180,7 +175,7 @@ class TrainerConfig:
 
 
 @dataclass(frozen=True)
-class ExtractConfig:
+class ExtractConfig(Options):
     """``probes extract``: records + model + capture config -> feature store."""
 
     data: DataConfig = field(default_factory=DataConfig)
@@ -202,24 +197,13 @@ class ExtractConfig:
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"option {name!r}: expected an int >= 1, got {value!r}")
 
-    def to_dict(self) -> dict[str, Any]:
-        out = {}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            out[f.name] = (
-                value.to_dict()
-                if hasattr(value, "to_dict")
-                else (dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value)
-            )
-        return out
-
 
 #: Every feature but the confounds, the hidden-state probe and the log-det baseline.
 SPECTRAL = ("*", "!confound/*", "!hidden_mean/*", "!attn_logdet/*")
 
 
 @dataclass(frozen=True)
-class ScorerSpec:
+class ScorerSpec(Options):
     """One scorer of an experiment."""
 
     #: Its name in tables, metrics (``test/<name>/auroc``) and exports.
@@ -257,7 +241,7 @@ DEFAULT_SCORERS = (
 
 
 @dataclass(frozen=True)
-class BuildConfig:
+class BuildConfig(Options):
     """Build ``data.source`` with a builder when the file does not exist yet."""
 
     #: ``champ``, ``gsm-perturb``, ``arith-perturb``, ``generate``, or ``null`` (no build).
@@ -267,7 +251,7 @@ class BuildConfig:
 
 
 @dataclass(frozen=True)
-class WandbConfig:
+class WandbConfig(Options):
     """Weights & Biases logging."""
 
     #: ``offline`` (default: nothing leaves the machine; ``wandb sync`` uploads later),
@@ -283,21 +267,15 @@ class WandbConfig:
 
 
 @dataclass(frozen=True)
-class ExperimentConfig:
-    """``python train.py --config configs/<experiment>.yaml``: a whole calibration run."""
+class ExperimentConfig(ExtractConfig):
+    """``python train.py --config configs/<experiment>.yaml``: a whole calibration run.
+
+    Every option of :class:`ExtractConfig` (data, model, capture, trainer, store...) plus:
+    """
 
     #: Names the results folder and the W&B group.
     name: str = "experiment"
-    data: DataConfig = field(default_factory=DataConfig)
     build: BuildConfig = field(default_factory=BuildConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    capture: CaptureConfig = field(default_factory=CaptureConfig)
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    #: Store folder (default: ``<stores_dir>/<data name>-<hash>``, reused when it exists).
-    store: str | None = None
-    stores_dir: str = "stores"
-    batch_size: int = 4
-    shard_size: int = 64
     #: The scorers to fit and compare (see ScorerSpec).
     scorers: tuple[ScorerSpec, ...] = DEFAULT_SCORERS
     #: Grouped bootstrap resamples for the 95% intervals.
@@ -309,6 +287,7 @@ class ExperimentConfig:
     results_dir: str = "results"
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         specs = tuple(
             s if isinstance(s, ScorerSpec) else from_dict(ScorerSpec, s, "scorers")
             for s in self.scorers
@@ -321,9 +300,6 @@ class ExperimentConfig:
     def extract_config(self) -> ExtractConfig:
         keys = {f.name for f in dataclasses.fields(ExtractConfig)}
         return ExtractConfig(**{k: getattr(self, k) for k in keys})
-
-    def to_dict(self) -> dict[str, Any]:
-        return json_ready(self)
 
 
 def json_ready(value: Any) -> Any:
@@ -373,7 +349,7 @@ def _merge(base: dict, override: dict) -> dict:
 
 
 @dataclass(frozen=True)
-class InspectConfig:
+class InspectConfig(Options):
     """``probes inspect``: a per-layer spectrum summary of one text."""
 
     model: ModelConfig = field(default_factory=ModelConfig)

@@ -90,8 +90,7 @@ def run_experiment(cfg: ExperimentConfig) -> dict[str, dict[str, float]]:
         dm.setup()
         train, calib, test = (dm.arrays(s) for s in ("train", "calib", "test"))
         fitted = [
-            fit_scorer(spec, dm.names, train, calib, tracker.lightning_logger(spec.name))
-            for spec in cfg.scorers
+            fit_scorer(spec, dm.names, train, calib, _curves(tracker, spec)) for spec in cfg.scorers
         ]
         Xt, yt = test.X.numpy(), test.y.numpy()
         metrics, probs = {}, {}
@@ -136,6 +135,11 @@ def run_experiment(cfg: ExperimentConfig) -> dict[str, dict[str, float]]:
         tracker.finish()
     print(comparison_table(metrics))
     return metrics
+
+
+def _curves(tracker: Tracker, spec: ScorerSpec):
+    """Training curves go to W&B for the scorers that train."""
+    return tracker.lightning_logger(spec.name) if spec.kind == "logistic" else False
 
 
 def _describe(f: FittedScorer) -> dict[str, Any]:

@@ -204,3 +204,16 @@ def test_export_copies_a_bundle_from_results(tmp_path, fitted, capsys):
         == 2
     )
     assert "available: ['thr']" in capsys.readouterr().err
+
+
+def test_solution_span_scorers_find_the_solution_in_record_texts(tiny_llama, fitted):
+    _, scorer, _ = fitted["lr"]
+    meta = {**scorer.meta, "capture": {**scorer.meta["capture"], "span": "solution"}}
+    solution_scorer = Scorer(meta, scorer.tensors)
+    texts = [f"Problem: {t.split('=')[0]}?\nSolution: {t}" for t in TEXTS[:3]]
+    starts = [t.index("\nSolution: ") + len("\nSolution: ") for t in texts]
+    np.testing.assert_allclose(
+        solution_scorer.predict_proba(texts), solution_scorer.predict_proba(texts, span_starts=starts)
+    )
+    with pytest.raises(BundleError, match="reads the solution only"):
+        solution_scorer.predict_proba(TEXTS[:1])
