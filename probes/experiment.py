@@ -92,15 +92,7 @@ def run_experiment(cfg: ExperimentConfig) -> dict[str, dict[str, float]]:
         fitted = [
             fit_scorer(spec, dm.names, train, calib, _curves(tracker, spec)) for spec in cfg.scorers
         ]
-        Xt, yt = test.X.numpy(), test.y.numpy()
-        metrics, probs = {}, {}
-        for f in fitted:
-            p = f.predict_proba(Xt)[:, 1]
-            probs[f.spec.name] = p
-            metrics[f.spec.name] = {
-                **evaluate_scores(p, yt, f.predict(Xt), test.groups, cfg.n_boot, cfg.seed),
-                **_describe(f),
-            }
+        metrics, probs = evaluate_all(fitted, test, cfg.n_boot, cfg.seed)
         layer_rows = analysis.layer_auroc(dm.names, calib, test)
         audit_rows = analysis.confound_audit(dm.names, train, calib, test)
         _write_json(
@@ -111,7 +103,7 @@ def run_experiment(cfg: ExperimentConfig) -> dict[str, dict[str, float]]:
                 "n": {
                     "train": len(train.y),
                     "calib": len(calib.y),
-                    "test": len(yt),
+                    "test": len(test.y),
                     "skipped": dm.n_skipped,
                 },
                 "scorers": metrics,
@@ -120,13 +112,8 @@ def run_experiment(cfg: ExperimentConfig) -> dict[str, dict[str, float]]:
         _write_csv(out_dir / "layer_auroc.csv", layer_rows)
         _write_csv(out_dir / "confound_audit.csv", audit_rows)
         images = _plots(out_dir, dm.names, test, probs, metrics, layer_rows)
-        manifest = store.manifest
-        for f in fitted:
-            bundle = from_fitted(
-                f, manifest["model"], manifest["capture"], _numeric(metrics[f.spec.name]), resolved
-            )
-            path = bundle.save(out_dir / "bundles" / f.spec.name)
-            tracker.log_artifact(path, f"scorer-{cfg.name}-{f.spec.name}", "model")
+        for path in export_all(fitted, store.manifest, metrics, resolved, out_dir / "bundles"):
+            tracker.log_artifact(path, f"scorer-{cfg.name}-{path.name}", "model")
         tracker.log_results({k: _numeric(v) for k, v in metrics.items()})
         tracker.log_images(images)
         if cfg.wandb.log_store:
@@ -135,6 +122,31 @@ def run_experiment(cfg: ExperimentConfig) -> dict[str, dict[str, float]]:
         tracker.finish()
     print(comparison_table(metrics))
     return metrics
+
+
+def evaluate_all(fitted: list[FittedScorer], test: SplitArrays, n_boot: int, seed: int):
+    """Metrics with intervals, and P(valid), of every scorer on the test split."""
+    Xt, yt = test.X.numpy(), test.y.numpy()
+    metrics, probs = {}, {}
+    for f in fitted:
+        p = f.predict_proba(Xt)[:, 1]
+        probs[f.spec.name] = p
+        metrics[f.spec.name] = {
+            **evaluate_scores(p, yt, f.predict(Xt), test.groups, n_boot, seed),
+            **_describe(f),
+        }
+    return metrics, probs
+
+
+def export_all(
+    fitted: list[FittedScorer], manifest: dict, metrics: dict, config: dict, folder: Path
+):
+    """Every scorer as a bundle ``folder/<name>``; yields the bundle paths."""
+    for f in fitted:
+        bundle = from_fitted(
+            f, manifest["model"], manifest["capture"], _numeric(metrics[f.spec.name]), config
+        )
+        yield bundle.save(folder / f.spec.name)
 
 
 def _curves(tracker: Tracker, spec: ScorerSpec):

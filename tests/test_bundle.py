@@ -213,7 +213,8 @@ def test_solution_span_scorers_find_the_solution_in_record_texts(tiny_llama, fit
     texts = [f"Problem: {t.split('=')[0]}?\nSolution: {t}" for t in TEXTS[:3]]
     starts = [t.index("\nSolution: ") + len("\nSolution: ") for t in texts]
     np.testing.assert_allclose(
-        solution_scorer.predict_proba(texts), solution_scorer.predict_proba(texts, span_starts=starts)
+        solution_scorer.predict_proba(texts),
+        solution_scorer.predict_proba(texts, span_starts=starts),
     )
     with pytest.raises(BundleError, match="reads the solution only"):
         solution_scorer.predict_proba(TEXTS[:1])
