@@ -257,7 +257,9 @@ class WandbConfig(Options):
     #: ``offline`` (default: nothing leaves the machine; ``wandb sync`` uploads later),
     #: ``online`` or ``disabled``.
     mode: str = "offline"
+    #: W&B project of the runs.
     project: str = "probes"
+    #: W&B entity (user or team); ``null`` for your default.
     entity: str | None = None
     #: Log the feature store as an Artifact.
     log_store: bool = False
