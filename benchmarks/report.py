@@ -1,0 +1,94 @@
+"""Reproduce ``docs/results.md``: run the report's experiments and write their tables.
+
+    python benchmarks/report.py            # or: make report
+
+Each experiment is ``train.py``'s ``run_experiment`` on a config in ``configs/`` (stores are
+reused when they exist); the comparison tables, confound audits and the best (family, layer)
+cells are written to ``docs/results.md`` with the plots copied to ``docs/results/``. The
+interpretation at the top of the file is written by hand from these numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import shutil
+from pathlib import Path
+
+from probes.config import load_experiment
+from probes.experiment import comparison_table, run_experiment
+
+EXPERIMENTS = ("gsm-perturb", "gsm-perturb-local", "champ", "generate")
+MARK = "<!-- generated below by benchmarks/report.py -->"
+
+
+def section(name: str, folder: Path, docs: Path) -> str:
+    report = json.loads((folder / "metrics.json").read_text())
+    metrics = report["scorers"]
+    n = report["n"]
+    audit = list(csv.DictReader(open(folder / "confound_audit.csv")))
+    layers = sorted(
+        csv.DictReader(open(folder / "layer_auroc.csv")), key=lambda r: -float(r["test_auroc"])
+    )
+    images = docs / "results"
+    images.mkdir(parents=True, exist_ok=True)
+    for plot in ("layer_auroc", "reliability", "roc"):
+        shutil.copy(folder / f"{plot}.png", images / f"{name}-{plot}.png")
+    lines = [
+        f"## {name}",
+        "",
+        f"train / calib / test: {n['train']} / {n['calib']} / {n['test']} records"
+        f" ({n['skipped']} skipped as too long). Threshold feature: "
+        f"`{metrics['threshold'].get('feature')}`.",
+        "",
+        "```",
+        comparison_table(metrics),
+        "```",
+        "",
+        "Confound audit (test AUROC of the calib-chosen feature, raw and with length and",
+        "log-probability regressed out on train):",
+        "",
+        "| family | raw | residual |",
+        "| --- | --- | --- |",
+        *[
+            "| {} | {:.3f} | {:.3f} |".format(
+                r["family"], float(r["raw_test_auroc"]), float(r["residual_test_auroc"])
+            )
+            for r in audit
+        ],
+        "",
+        "Best (family, layer) cells on test (chosen on calib): "
+        + ", ".join(
+            f"`{r['feature']}` {float(r['test_auroc']):.3f}"
+            for r in layers[:5]
+            if r["layer"] != "-"
+        ),
+        "",
+        f"![AUROC by family and layer](results/{name}-layer_auroc.png)",
+        f"![reliability](results/{name}-reliability.png)",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--experiments", nargs="+", default=list(EXPERIMENTS))
+    parser.add_argument("--out", default="docs/results.md")
+    args = parser.parse_args()
+    out = Path(args.out)
+    sections = []
+    for name in args.experiments:
+        cfg = load_experiment(Path("configs") / f"{name}.yaml")
+        run_experiment(cfg)
+        sections.append(section(name, Path(cfg.results_dir) / cfg.name, out.parent))
+    head = out.read_text().split(MARK)[0] if out.exists() else "# Results\n\n"
+    out.write_text(head + MARK + "\n\n" + "\n".join(sections))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
