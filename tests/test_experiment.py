@@ -143,3 +143,11 @@ def test_evaluate_compares_bundles_on_the_store_and_on_new_data(tiny_run, tmp_pa
     )
     assert fresh.returncode == 0, fresh.stderr[-2000:]
     assert "AUROC [95% CI]" in fresh.stdout
+
+
+def test_every_shipped_experiment_config_loads():
+    names = []
+    for path in sorted((ROOT / "configs").glob("*.yaml")):
+        if "base:" in path.read_text():
+            names.append(load_experiment(path).name)
+    assert {"gsm-perturb", "gsm-perturb-local", "champ", "generate", "tiny"} <= set(names)
