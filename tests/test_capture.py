@@ -65,6 +65,34 @@ def test_hooks_equal_output_attentions(request, model, heads, batch_size):
     assert not ex.truncated.any() and not ex.skipped.any()
 
 
+@pytest.mark.parametrize("workers,pending_mb", [(1, 256), (3, 256), (2, 0)])
+def test_solver_threads_and_early_solves_change_nothing(tiny_llama, workers, pending_mb):
+    # One solver on this thread, three threads, and a solve after every layer (pending_mb=0)
+    # must all give the reference; under inference mode too, as in Lightning's predict loop.
+    layers = list(range(tiny_llama.n_layers - 1))
+    cfg = CaptureConfig(families="all", heads="each", layers=tuple(layers))
+    cap = SpectralCapture(tiny_llama, cfg, eig_workers=workers, pending_mb=pending_mb)
+    with torch.inference_mode():
+        ex = cap.extract(TEXTS, batch_size=2)
+    cap.close()
+    for i, text in enumerate(TEXTS):
+        want = reference(tiny_llama, text, cfg, layers)
+        np.testing.assert_allclose(ex.values[i].numpy(), want, rtol=2e-4, atol=1e-5)
+
+
+def test_solver_error_in_a_worker_names_record_and_layer(tiny_llama, monkeypatch):
+    import probes.capture as capture_mod
+    from probes.spectral import NegativeEigenvalueError
+
+    def broken(graphs, hidden, families, cfg):
+        raise NegativeEigenvalueError(-0.5, (0,))
+
+    monkeypatch.setattr(capture_mod, "graph_features", broken)
+    cap = SpectralCapture(tiny_llama, CaptureConfig(layers=(2,)), eig_workers=2)
+    with pytest.raises(capture_mod.SpectrumError, match="record 'r7', layer 2, mean of heads"):
+        cap.extract(TEXTS[:1], ids=["r7"])
+
+
 def test_last_layer_spectra_and_padding(tiny_llama):
     cfg = CaptureConfig(layers="all")
     cap = SpectralCapture(tiny_llama, cfg)

@@ -119,6 +119,24 @@ def test_negative_eigenvalue_raises_and_rounding_clamps():
         sp.laplacian_eigvals(W, "combinatorial")
 
 
+def test_float32_rounding_is_clamped_float64_keeps_its_bound():
+    # float32 eigensolves round at ~1e-6 on long texts (seen: -1.07e-6 at T = 512): clamped;
+    # in float64 the same value is far beyond rounding and raises, naming the bound.
+    vals = [-2e-6, 0.5, 2.0]
+    got = sp.clamp_spectrum(torch.tensor(vals, dtype=torch.float32))
+    assert got.tolist() == [0.0, 0.5, 2.0]
+    with pytest.raises(sp.NegativeEigenvalueError, match="< -1e-06"):
+        sp.clamp_spectrum(torch.tensor(vals, dtype=torch.float64))
+    with pytest.raises(sp.NegativeEigenvalueError):
+        sp.clamp_spectrum(torch.tensor([-1e-3, 0.5, 2.0], dtype=torch.float32))
+    # A long random graph in float32 against float64 (and no false alarm).
+    A = torch.from_numpy(random_causal_attention(np.random.default_rng(9), heads=1, T=400))[0]
+    W = sp.symmetrize(A)
+    e32 = sp.laplacian_eigvals(W, "sym", torch.float32).double()
+    e64 = sp.laplacian_eigvals(W, "sym", torch.float64)
+    np.testing.assert_allclose(e32.numpy(), e64.numpy(), atol=5e-5)
+
+
 def test_inputs_never_modified():
     A = torch.from_numpy(random_causal_attention(np.random.default_rng(5), heads=2, T=6))
     before = A.clone()

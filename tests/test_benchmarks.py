@@ -1,0 +1,55 @@
+"""The benchmark script runs end to end (on a tiny model) and its ratios add up.
+
+Speed itself is never asserted here: timings live in benchmarks/, measured against a
+baseline of the same run.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_bench_extract_writes_ratios_and_markdown(tmp_path):
+    out, md = tmp_path / "bench.json", tmp_path / "bench.md"
+    cmd = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "bench_extract.py"),
+        *("--model", "tiny-llama", "--tokens", "12", "20", "--repeats", "2"),
+        *("--variants", "forward", "naive_per_head", "streaming"),
+        *("--load-tokens", "12", "--json", str(out), "--markdown", str(md)),
+    ]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    report = json.loads(out.read_text())
+    rows = {(r["tokens"], r["variant"]): r for r in report["results"]}
+    variants = ("forward", "naive_per_head", "streaming")
+    assert set(rows) == {(n, v) for n in (12, 20) for v in variants}
+    for (n, _), r in rows.items():
+        assert r["runs"] >= 1 and r["seconds"] > 0 and r["peak_rss_mb"] > 0
+        assert r["forward_seconds_same_process"] > 0
+        naive = rows[(n, "naive_per_head")]
+        assert r["ratio_to_naive_per_head"] == r["ratio_to_forward"] / naive["ratio_to_forward"]
+        assert r["memory_ratio_to_naive_per_head"] == r["peak_rss_mb"] / naive["peak_rss_mb"]
+    assert all(rows[(n, "forward")]["ratio_to_forward"] == 1.0 for n in (12, 20))
+    s = rows[(20, "streaming")]
+    assert s["runs"] == 2  # two pairs fit the default budget at this size
+    goal, naive = report["goals"]["20"], rows[(20, "naive_per_head")]
+    assert goal["streaming_x_forward"] == s["ratio_to_forward"]
+    assert (
+        goal["naive_per_head_over_streaming"] == naive["ratio_to_forward"] / s["ratio_to_forward"]
+    )
+    assert goal["naive_per_head_over_streaming_heads"] is None  # not run
+    assert {r["variant"] for r in report["under_load"]} == {"streaming", "streaming_eig2threads"}
+    assert report["failed"] == []
+    assert "| 20 | streaming |" in md.read_text()
+
+
+def test_bench_extract_refuses_an_unknown_variant():
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_extract.py"), "--variants", "fast"]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and "unknown variants ['fast']" in run.stderr
