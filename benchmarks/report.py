@@ -58,7 +58,9 @@ def section(name: str, folder: Path, docs: Path) -> str:
             for r in audit
         ],
         "",
-        "Best (family, layer) cells on test (chosen on calib): "
+        f"Highest (family, layer) cells on test, direction chosen on calib (the largest of "
+        f"{sum(r['layer'] != '-' for r in layers)} cells on the test split: optimistic by "
+        "construction, a place to look rather than a result): "
         + ", ".join(
             f"`{r['feature']}` {float(r['test_auroc']):.3f}"
             for r in layers[:5]

@@ -317,18 +317,25 @@ def json_ready(value: Any) -> Any:
 
 def load_experiment(path: str | Path) -> ExperimentConfig:
     """An experiment YAML; a ``base:`` key names a file (relative to this one) whose options
-    it overrides, section by section."""
+    it overrides, section by section; that file may name its own ``base:``."""
     path = Path(path)
-    data = _read_yaml(path)
-    base = data.pop("base", None)
-    if base is not None:
-        base_data = _read_yaml(path.parent / base)
-        base_data.pop("base", None)
-        data = _merge(base_data, data)
+    data = _read_with_bases(path, [path.resolve()])
     try:
         return from_dict(ExperimentConfig, data)
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None
+
+
+def _read_with_bases(path: Path, chain: list[Path]) -> dict:
+    data = _read_yaml(path)
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    base_path = (path.parent / base).resolve()
+    if base_path in chain:
+        loop = " -> ".join(str(p) for p in [*chain, base_path])
+        raise ConfigError(f"{path}: option 'base' loops: {loop}")
+    return _merge(_read_with_bases(base_path, [*chain, base_path]), data)
 
 
 def _read_yaml(path: Path) -> dict:

@@ -32,3 +32,20 @@ def test_shipped_configs_load():
 
     for path in sorted(Path(__file__).parents[1].glob("configs/inspect*.yaml")):
         load_yaml(path, InspectConfig)
+
+
+def test_base_files_chain_and_a_loop_is_named(tmp_path):
+    from probes.config import load_experiment
+
+    (tmp_path / "root.yaml").write_text(
+        "capture: {span: solution, max_tokens: 300, k: 3}\nseed: 7\n"
+    )
+    (tmp_path / "mid.yaml").write_text("base: root.yaml\ncapture: {max_tokens: 200}\n")
+    (tmp_path / "leaf.yaml").write_text("base: mid.yaml\ncapture: {heads: each}\nname: leaf\n")
+    cfg = load_experiment(tmp_path / "leaf.yaml")
+    # Every level counts; the nearest file wins, option by option within a section.
+    assert (cfg.capture.span, cfg.capture.max_tokens, cfg.capture.k) == ("solution", 200, 3)
+    assert (cfg.capture.heads, cfg.seed, cfg.name) == ("each", 7, "leaf")
+    (tmp_path / "root.yaml").write_text("base: leaf.yaml\n")
+    with pytest.raises(ConfigError, match="option 'base' loops: .*leaf.yaml -> .*mid.yaml"):
+        load_experiment(tmp_path / "leaf.yaml")

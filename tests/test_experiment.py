@@ -151,3 +151,6 @@ def test_every_shipped_experiment_config_loads():
         if "base:" in path.read_text():
             names.append(load_experiment(path).name)
     assert {"gsm-perturb", "gsm-perturb-local", "champ", "generate", "tiny"} <= set(names)
+    # Two levels of base: the per-head variant keeps default.yaml's capture settings.
+    heads = load_experiment(ROOT / "configs" / "gsm-perturb-local-heads.yaml").capture
+    assert (heads.heads, heads.span, heads.max_tokens) == ("each", "solution", 512)
