@@ -19,7 +19,14 @@ from pathlib import Path
 from probes.config import load_experiment
 from probes.experiment import comparison_table, run_experiment
 
-EXPERIMENTS = ("gsm-perturb", "gsm-perturb-local", "gsm-perturb-local-heads", "champ", "generate")
+EXPERIMENTS = (
+    "gsm-perturb",
+    "gsm-perturb-heads",
+    "gsm-perturb-local",
+    "gsm-perturb-local-heads",
+    "champ",
+    "generate",
+)
 MARK = "<!-- generated below by benchmarks/report.py -->"
 
 
