@@ -33,7 +33,7 @@ report: install
 
 # docs/benchmark.md: speed and memory against the bare forward pass, the naive per-head method
 # and the peer package spectral-trust, installed here with torch pinned to the installed build
-# (its open torch requirement would otherwise be free to pull another one). ~10 min; run it on
+# (its open torch requirement would otherwise be free to pull another one). ~9 min; run it on
 # an otherwise idle machine.
 bench: install
 	$(BIN)/python -c "import torch; print('torch==' + torch.__version__)" > $(VENV)/torch-pin.txt
