@@ -66,15 +66,11 @@ def grouped_bootstrap(
     out = {}
     for name, vals in samples.items():
         arr = np.asarray(vals, dtype=np.float64)
-        arr = arr[np.isfinite(arr)]
-        out[name] = (
-            (float(np.percentile(arr, lo)), float(np.percentile(arr, hi)))
-            if len(arr)
-            else (
-                float("nan"),
-                float("nan"),
-            )
-        )
+        arr = arr[np.isfinite(arr)]  # single-class resamples give NaN AUROC
+        if len(arr):
+            out[name] = (float(np.percentile(arr, lo)), float(np.percentile(arr, hi)))
+        else:
+            out[name] = (float("nan"), float("nan"))
     return out
 
 

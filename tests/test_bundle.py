@@ -173,36 +173,16 @@ def test_export_copies_a_bundle_from_results(tmp_path, fitted, capsys):
     from probes.cli import main
 
     _, scorer, _ = fitted["thr"]
-    scorer.save(tmp_path / "results" / "bundles" / "thr")
-    assert (
-        main(
-            [
-                "export",
-                "--results",
-                str(tmp_path / "results"),
-                "--scorer",
-                "thr",
-                "--out",
-                str(tmp_path / "x"),
-            ]
-        )
-        == 0
-    )
+    results = tmp_path / "results"
+    scorer.save(results / "bundles" / "thr")
+
+    def export(name: str, out: str) -> int:
+        args = ["export", "--results", str(results), "--scorer", name, "--out", str(tmp_path / out)]
+        return main(args)
+
+    assert export("thr", "x") == 0
     assert Scorer.load(tmp_path / "x").meta == scorer.meta
-    assert (
-        main(
-            [
-                "export",
-                "--results",
-                str(tmp_path / "results"),
-                "--scorer",
-                "nope",
-                "--out",
-                str(tmp_path / "y"),
-            ]
-        )
-        == 2
-    )
+    assert export("nope", "y") == 2
     assert "available: ['thr']" in capsys.readouterr().err
 
 
