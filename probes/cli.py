@@ -257,8 +257,8 @@ def read_score_input(path: str, strict: bool) -> tuple[list[dict], list[str]]:
 def _cmd_score(args: argparse.Namespace) -> int:
     import json
 
+    from .atomic import atomic_lines
     from .bundle import Scorer
-    from .data.records import atomic_lines
 
     scorer = Scorer.load(args.scorer)
     rows, problems = read_score_input(args.input, args.strict)

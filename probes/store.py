@@ -30,6 +30,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from .atomic import atomic_write_text
 from .config import ConfigError
 
 FORMAT_VERSION = 1
@@ -89,7 +90,7 @@ class FeatureStore:
                 )
         else:
             self.path.mkdir(parents=True, exist_ok=True)
-            _atomic_write(existing, json.dumps(self.manifest, indent=1, sort_keys=True))
+            atomic_write_text(existing, json.dumps(self.manifest, indent=1, sort_keys=True))
         (self.path / "shards").mkdir(exist_ok=True)
 
     @classmethod
@@ -203,7 +204,7 @@ class FeatureStore:
             for i, rid in enumerate(data.ids)
         ]
         path = self.path / "index.json"
-        _atomic_write(path, json.dumps(rows, indent=0))
+        atomic_write_text(path, json.dumps(rows, indent=0))
         return path
 
 
@@ -225,10 +226,3 @@ def _diff(stored: dict, requested: dict, prefix: str = "") -> list[str]:
             else:
                 out.append(f"{name}: {a!r} -> {b!r}")
     return out
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)

@@ -70,3 +70,23 @@ def test_datamodule_reads_a_file_with_a_mapping(tmp_path, tiny_llama):
     )
     assert len(dm.split("all")) == 10
     assert isinstance(dm.split("test")[0].record, Record)
+
+
+def test_concurrent_saves_of_one_split_file_all_succeed(tmp_path):
+    """DDP ranks save the same splits.json at once; none may lose the other's temp file."""
+    import json
+    from concurrent.futures import ThreadPoolExecutor
+
+    from probes.data.splits import save_splits
+
+    path = tmp_path / "splits.json"
+    assignment = {f"r{i}": "train" for i in range(2000)}
+
+    def save(_):
+        for _ in range(20):
+            save_splits(assignment, path, seed=0, fractions=(0.6, 0.2, 0.2))
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(save, range(4)))  # re-raises the first worker error
+    assert json.loads(path.read_text())["splits"] == assignment
+    assert [p.name for p in tmp_path.iterdir()] == ["splits.json"]  # no temp left behind

@@ -9,12 +9,12 @@ message that names the file, line and field, before anything is returned.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from ..atomic import atomic_lines
 
 #: How a problem and its solution become one text; the solution span starts after the marker.
 PROBLEM_PREFIX = "Problem: "
@@ -150,19 +150,3 @@ def read_jsonl(path: str | Path) -> list[Record]:
 def write_jsonl(records: Iterable[Record], path: str | Path) -> Path:
     """Write records atomically: a temp file in the same folder, then a rename."""
     return atomic_lines(path, (json.dumps(r.to_json(), ensure_ascii=False) for r in records))
-
-
-def atomic_lines(path: str | Path, lines: Iterable[str]) -> Path:
-    """Write text lines to ``path`` through a temp file and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for line in lines:
-                f.write(line + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path

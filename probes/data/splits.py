@@ -13,6 +13,7 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..atomic import atomic_write_text
 from .records import Record
 
 SPLITS = ("train", "calib", "test")
@@ -62,12 +63,9 @@ def _deficit(split: str, counts: Counter, target: dict, current: Counter) -> flo
 
 
 def save_splits(assignment: dict[str, str], path: str | Path, seed: int, fractions) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Save the assignment; every DDP rank may call this at once (same content, unique temp)."""
     payload = {"seed": seed, "fractions": list(fractions), "splits": assignment}
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=1, sort_keys=True))
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(payload, indent=1, sort_keys=True))
 
 
 def load_splits(path: str | Path, records: Sequence[Record]) -> dict[str, str]:
