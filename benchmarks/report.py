@@ -26,6 +26,7 @@ EXPERIMENTS = (
     "gsm-perturb-local-heads",
     "champ",
     "generate",
+    "generate-heads",
 )
 MARK = "<!-- generated below by benchmarks/report.py -->"
 

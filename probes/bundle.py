@@ -4,10 +4,11 @@ Every scorer is stored in one form:
 
     P(valid) = sigmoid((w . (x - mean) / std + b) / temperature)     (F features, in order)
 
-A logistic calibrator is exactly that; a threshold baseline is its Platt map on one signed
-feature. A label-free threshold has no probability map: its P(valid) is the empirical CDF of
-the calib scores, kept as ``calib_scores``. The 0/1 decision is ``P >= threshold`` for
-``decision: probability`` and ``direction * x >= threshold`` for ``decision: feature``.
+A logistic calibrator is exactly that (``b`` is its bias plus its prior shift); a threshold
+baseline is its Platt map on one signed feature. A label-free threshold has no probability
+map: its P(valid) is the empirical CDF of the calib scores, kept as ``calib_scores``. The 0/1
+decision is ``P >= threshold`` for ``decision: probability`` and ``direction * x >= threshold``
+for ``decision: feature``.
 
 ``Scorer.load`` refuses a bundle whose format version, feature names, tensor shapes or model
 identity do not fit, and never unpickles anything: only JSON and safetensors are read.
@@ -284,9 +285,15 @@ def from_fitted(
             "mean": torch.as_tensor(m.mean_, dtype=torch.float64),
             "std": torch.as_tensor(m.std_, dtype=torch.float64),
             "weight": torch.as_tensor(m.coef_, dtype=torch.float64),
-            "bias": torch.tensor([m.intercept_], dtype=torch.float64),
+            # The prior correction is a constant on the logit: folded into the bias.
+            "bias": torch.tensor([m.intercept_ + m.prior_shift_], dtype=torch.float64),
         }
-        meta.update(decision="probability", threshold=0.5, temperature=float(m.temperature_))
+        meta.update(
+            decision="probability",
+            threshold=0.5,
+            temperature=float(m.temperature_),
+            prior_shift=float(m.prior_shift_),
+        )
     elif isinstance(m, ThresholdBaseline):
         j = m.feature_index_
         meta["feature_names"] = [fitted.names[j]]

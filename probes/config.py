@@ -220,6 +220,8 @@ class ScorerSpec(Options):
     weight_decay: float = 1e-2
     #: logistic: temperature scaling on calib.
     temperature: bool = True
+    #: logistic: add log(n_pos / n_neg) of train to the logit, undoing the balanced weights.
+    prior_correction: bool = True
     #: logistic: L-BFGS steps at most (early stopping on calib loss).
     max_epochs: int = 50
 

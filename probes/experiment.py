@@ -56,6 +56,7 @@ def fit_scorer(
         model = LogisticCalibrator(
             weight_decay=spec.weight_decay,
             temperature=spec.temperature,
+            prior_correction=spec.prior_correction,
             max_epochs=spec.max_epochs,
             logger=logger,
         ).fit(Xtr, train.y.numpy(), Xc, calib.y.numpy())
@@ -157,7 +158,12 @@ def _curves(tracker: Tracker, spec: ScorerSpec):
 def _describe(f: FittedScorer) -> dict[str, Any]:
     if isinstance(f.model, ThresholdBaseline):
         return {"threshold": f.model.threshold_, "feature": f.model.feature_, "n_features": 1}
-    return {"threshold": 0.5, "temperature": f.model.temperature_, "n_features": len(f.names)}
+    return {
+        "threshold": 0.5,
+        "temperature": f.model.temperature_,
+        "prior_shift": f.model.prior_shift_,
+        "n_features": len(f.names),
+    }
 
 
 def _numeric(row: dict[str, Any]) -> dict[str, float]:

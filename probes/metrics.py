@@ -31,7 +31,7 @@ def point_metrics(p: np.ndarray, y: np.ndarray, decision: np.ndarray) -> dict[st
         >>> m["auroc"], m["accuracy"], round(m["brier"], 4)
         (1.0, 1.0, 0.0925)
     """
-    pt = torch.as_tensor(p, dtype=torch.float64)
+    pt = torch.as_tensor(p, dtype=torch.float64).contiguous()  # p is often a column view
     yt = torch.as_tensor(y, dtype=torch.long)
     single_class = len(torch.unique(yt)) < 2
     return {

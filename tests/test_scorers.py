@@ -29,7 +29,9 @@ def test_logistic_calibrator_agrees_with_sklearn(seed):
     Xc, yc = make_split(rng, 80, w)
     Xt, yt = make_split(rng, 200, w)
     wd = 1e-2
-    ours = LogisticCalibrator(weight_decay=wd, temperature=False, patience=50).fit(X, y, Xc, yc)
+    ours = LogisticCalibrator(
+        weight_decay=wd, temperature=False, prior_correction=False, patience=50
+    ).fit(X, y, Xc, yc)
     mu, sd = X.mean(0), X.std(0)
     ref = LogisticRegression(
         C=1 / (len(y) * wd), class_weight="balanced", tol=1e-10, max_iter=10_000
@@ -41,6 +43,31 @@ def test_logistic_calibrator_agrees_with_sklearn(seed):
     np.testing.assert_allclose(p_ours, p_ref, atol=2e-3)
     np.testing.assert_allclose(ours.coef_, ref.coef_[0], atol=2e-3)
     assert ours.predict_proba(Xt).shape == (200, 2)
+
+
+def test_prior_correction_undoes_the_balanced_weights():
+    """With 20% positives, balanced training says ~50%; the correction restores the base rate.
+
+    Reference: an unweighted scikit-learn fit (no regularization to speak of), whose
+    probabilities are calibrated in-sample by construction (mean p = base rate).
+    """
+    rng = np.random.default_rng(4)
+    n = 4000
+    x = rng.normal(size=(n, 1))
+    y = (rng.random(n) < 1 / (1 + np.exp(-(1.5 * x[:, 0] - 2.0)))).astype(int)  # ~17% positive
+    Xc, yc = x[:1000], y[:1000]
+    kw = {"temperature": False, "weight_decay": 1e-6, "patience": 50}
+    plain = LogisticCalibrator(prior_correction=False, **kw).fit(x, y, Xc, yc)
+    fixed = LogisticCalibrator(**kw).fit(x, y, Xc, yc)
+    shift = np.log(y.mean() / (1 - y.mean()))
+    assert fixed.prior_shift_ == pytest.approx(shift) and plain.prior_shift_ == 0.0
+    np.testing.assert_allclose(
+        fixed.decision_function(x), plain.decision_function(x) + shift, atol=1e-4
+    )
+    assert plain.predict_proba(x)[:, 1].mean() > 2 * y.mean()  # pulled towards 1/2
+    ref = LogisticRegression(C=1e6, tol=1e-10).fit(x, y)
+    np.testing.assert_allclose(fixed.predict_proba(x)[:, 1], ref.predict_proba(x)[:, 1], atol=0.02)
+    assert fixed.predict_proba(x)[:, 1].mean() == pytest.approx(y.mean(), abs=0.02)
 
 
 def test_temperature_scaling_improves_calib_nll_of_an_overconfident_model():

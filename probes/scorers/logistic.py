@@ -2,11 +2,21 @@
 
 Trained by a Lightning ``Trainer`` with full-batch L-BFGS on standardized features
 (statistics of the train split), class-balanced BCE, L2 on the weights through weight decay,
-early stopping on the calib loss, and optional temperature scaling on calib. On the same data
-it matches scikit-learn's ``LogisticRegression(class_weight="balanced", C=1 / (N * weight_decay))``.
+early stopping on the calib loss, a prior correction and optional temperature scaling on calib.
+Without the prior correction it matches scikit-learn's
+``LogisticRegression(class_weight="balanced", C=1 / (N * weight_decay))`` on the same data.
+
+Balanced weights make the fit see both classes as equally frequent, which helps the direction
+but biases the probabilities towards 1/2: with 18% valid records, a one-feature model would
+say "valid" at about 50% for an average record. Prior correction adds ``log(n_pos / n_neg)``
+(train counts) to the logit, which undoes that weighting exactly for a well-specified model;
+temperature scaling is then fitted on the corrected logits. Temperature alone cannot fix it:
+it scales the logit and cannot move an intercept.
 """
 
 from __future__ import annotations
+
+import math
 
 import lightning as L
 import numpy as np
@@ -76,6 +86,8 @@ class LogisticCalibrator:
         patience: early stopping on the calib loss.
         temperature: fit a temperature on the calib split after training.
         class_balanced: weight classes so that each carries half of the loss.
+        prior_correction: with ``class_balanced``, add ``log(n_pos / n_neg)`` of the train
+            split to the logit so that probabilities follow the train class balance.
         max_iter: L-BFGS iterations per step.
         logger: a Lightning logger for the training curves (e.g. ``WandbLogger``), or ``False``.
 
@@ -89,6 +101,7 @@ class LogisticCalibrator:
         patience: int = 5,
         temperature: bool = True,
         class_balanced: bool = True,
+        prior_correction: bool = True,
         max_iter: int = 20,
         logger=False,
     ):
@@ -97,6 +110,7 @@ class LogisticCalibrator:
         self.patience = patience
         self.temperature = temperature
         self.class_balanced = class_balanced
+        self.prior_correction = prior_correction
         self.max_iter = max_iter
         self.logger = logger
 
@@ -128,6 +142,8 @@ class LogisticCalibrator:
         trainer.fit(module, full(Xt, yt), full(Xc, yc))
         self.module_ = module.eval()
         self.epochs_ = trainer.current_epoch
+        balanced = self.class_balanced and self.prior_correction
+        self.prior_shift_ = math.log(n_pos / (n - n_pos)) if balanced else 0.0
         self.temperature_ = _fit_temperature(self._logits(Xc), yc) if self.temperature else 1.0
         self.n_features_in_ = Xt.shape[1]
         return self
@@ -147,14 +163,16 @@ class LogisticCalibrator:
 
     @property
     def intercept_(self) -> float:
+        """The fitted bias (of the balanced fit: ``prior_shift_`` is not in it)."""
         return float(self.module_.linear.bias.detach()[0])
 
     def _logits(self, X: torch.Tensor) -> torch.Tensor:
+        """``(N,)`` prior-corrected logits, before temperature."""
         with torch.no_grad():
-            return self.module_(X)
+            return self.module_(X) + self.prior_shift_
 
     def decision_function(self, X) -> np.ndarray:
-        """``(N,)`` temperature-scaled logits of P(valid)."""
+        """``(N,)`` logits of P(valid): ``(w . z + b + prior_shift_) / temperature_``."""
         X, _ = _tensors(X, None)
         return (self._logits(X) / self.temperature_).numpy()
 
