@@ -43,6 +43,11 @@ def section(name: str, folder: Path, docs: Path) -> str:
     images.mkdir(parents=True, exist_ok=True)
     for plot in ("layer_auroc", "reliability", "roc"):
         shutil.copy(folder / f"{plot}.png", images / f"{name}-{plot}.png")
+    chosen = ", ".join(
+        f"`{k}` (wd {m['weight_decay']:g}, T {m['temperature']:.2f})"
+        for k, m in metrics.items()
+        if "weight_decay" in m
+    )
     lines = [
         f"## {name}",
         "",
@@ -54,6 +59,7 @@ def section(name: str, folder: Path, docs: Path) -> str:
         comparison_table(metrics),
         "```",
         "",
+        *([f"Chosen on calib for the logistic scorers: {chosen}.", ""] if chosen else []),
         "Confound audit (test AUROC of the calib-chosen feature, raw and with length and",
         "log-probability regressed out on train):",
         "",

@@ -293,6 +293,7 @@ def from_fitted(
             threshold=0.5,
             temperature=float(m.temperature_),
             prior_shift=float(m.prior_shift_),
+            weight_decay=float(m.weight_decay_),
         )
     elif isinstance(m, ThresholdBaseline):
         j = m.feature_index_

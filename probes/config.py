@@ -216,8 +216,9 @@ class ScorerSpec(Options):
     feature: str = "auto"
     #: threshold: quantile threshold without labels.
     label_free: bool = False
-    #: logistic: L2 strength on standardized weights.
-    weight_decay: float = 1e-2
+    #: logistic: L2 strength on standardized weights; a list of strengths, or ``auto``
+    #: (1e-3 ... 10 by decades), keeps the one with the lowest calib NLL.
+    weight_decay: float | str | tuple[float, ...] = "auto"
     #: logistic: temperature scaling on calib.
     temperature: bool = True
     #: logistic: add log(n_pos / n_neg) of train to the logit, undoing the balanced weights.
@@ -227,6 +228,14 @@ class ScorerSpec(Options):
 
     def __post_init__(self) -> None:
         _choice("kind", self.kind, ("threshold", "logistic"))
+        from .scorers.logistic import weight_decay_grid  # lazy: keeps config light
+
+        try:
+            weight_decay_grid(self.weight_decay)
+        except ValueError as err:
+            raise ConfigError(f"scorer {self.name!r}: {err}") from None
+        if isinstance(self.weight_decay, list):
+            object.__setattr__(self, "weight_decay", tuple(self.weight_decay))
         if isinstance(self.select, list | str):
             value = (self.select,) if isinstance(self.select, str) else tuple(self.select)
             object.__setattr__(self, "select", value)

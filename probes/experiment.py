@@ -162,6 +162,7 @@ def _describe(f: FittedScorer) -> dict[str, Any]:
         "threshold": 0.5,
         "temperature": f.model.temperature_,
         "prior_shift": f.model.prior_shift_,
+        "weight_decay": f.model.weight_decay_,
         "n_features": len(f.names),
     }
 

@@ -70,6 +70,37 @@ def test_prior_correction_undoes_the_balanced_weights():
     assert fixed.predict_proba(x)[:, 1].mean() == pytest.approx(y.mean(), abs=0.02)
 
 
+def test_auto_weight_decay_keeps_the_lowest_calib_nll():
+    """``weight_decay="auto"`` = fitting each strength alone and keeping sklearn's best log-loss."""
+    from sklearn.metrics import log_loss
+
+    from probes.scorers.logistic import WEIGHT_DECAY_GRID
+
+    rng = np.random.default_rng(5)
+    w = np.r_[rng.normal(size=5), np.zeros(35)]  # 5 informative of 40 features, few records
+    X, y = make_split(rng, 80, w, noise=2.0)
+    Xc, yc = make_split(rng, 120, w, noise=2.0)
+    auto = LogisticCalibrator(weight_decay="auto").fit(X, y, Xc, yc)
+    single = {wd: LogisticCalibrator(weight_decay=wd).fit(X, y, Xc, yc) for wd in WEIGHT_DECAY_GRID}
+    losses = {wd: log_loss(yc, m.predict_proba(Xc)[:, 1]) for wd, m in single.items()}
+    best = min(losses, key=losses.get)
+    assert auto.weight_decay_ == best
+    assert len(set(np.round(list(losses.values()), 3))) > 1  # the choice is not a tie
+    for wd, loss in losses.items():
+        assert auto.calib_nll_[wd] == pytest.approx(loss, abs=1e-5)
+    np.testing.assert_allclose(auto.predict_proba(Xc), single[best].predict_proba(Xc), atol=1e-6)
+
+
+def test_bad_weight_decay_is_named():
+    from probes.config import ConfigError
+
+    with pytest.raises(ConfigError, match="scorer 'lr': option 'weight_decay'.*'big'"):
+        ScorerSpec("lr", "logistic", weight_decay="big")
+    with pytest.raises(ValueError, match="option 'weight_decay'.*-1"):
+        LogisticCalibrator(weight_decay=[0.1, -1]).fit(np.zeros((4, 1)), [0, 1, 0, 1], [[0]], [0])
+    assert ScorerSpec("lr", "logistic", weight_decay=[0.1, "1e-2"]).weight_decay == (0.1, "1e-2")
+
+
 def test_temperature_scaling_improves_calib_nll_of_an_overconfident_model():
     rng = np.random.default_rng(3)
     w = rng.normal(size=30)

@@ -17,6 +17,7 @@ it scales the logit and cannot move an intercept.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import lightning as L
 import numpy as np
@@ -77,11 +78,18 @@ class LinearProbe(L.LightningModule):
         )
 
 
+#: The L2 strengths that ``weight_decay="auto"`` tries (on standardized features).
+WEIGHT_DECAY_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
+
+
 class LogisticCalibrator:
     """Logistic regression on features, trained with Lightning.
 
     Args:
-        weight_decay: L2 strength on the standardized weights (per record: the loss is a mean).
+        weight_decay: L2 strength on the standardized weights (per record: the loss is a
+            mean); a sequence of strengths, or ``"auto"`` for :data:`WEIGHT_DECAY_GRID`, fits
+            each and keeps the one whose scorer (prior shift and temperature included) has the
+            lowest NLL on the calib split. Ties keep the first. The test split is never read.
         max_epochs: L-BFGS steps (each up to ``max_iter`` iterations over the full train set).
         patience: early stopping on the calib loss.
         temperature: fit a temperature on the calib split after training.
@@ -89,14 +97,17 @@ class LogisticCalibrator:
         prior_correction: with ``class_balanced``, add ``log(n_pos / n_neg)`` of the train
             split to the logit so that probabilities follow the train class balance.
         max_iter: L-BFGS iterations per step.
-        logger: a Lightning logger for the training curves (e.g. ``WandbLogger``), or ``False``.
+        logger: a Lightning logger for the training curves (e.g. ``WandbLogger``), or ``False``;
+            with several strengths only the chosen one's curves are logged.
 
+    Learned: ``weight_decay_`` (the strength used), ``calib_nll_`` (``{strength: NLL}``,
+    every candidate), ``prior_shift_``, ``temperature_``, ``coef_``, ``intercept_``.
     ``predict_proba`` returns ``(N, 2)``: P(invalid), P(valid).
     """
 
     def __init__(
         self,
-        weight_decay: float = 1e-2,
+        weight_decay: float | str | Sequence[float] = "auto",
         max_epochs: int = 50,
         patience: int = 5,
         temperature: bool = True,
@@ -115,23 +126,45 @@ class LogisticCalibrator:
         self.logger = logger
 
     def fit(self, X_train, y_train, X_calib, y_calib):
-        """``X_* (N, F)``, ``y_* (N,)`` in {0, 1}; calib drives early stopping and temperature."""
+        """``X_* (N, F)``, ``y_* (N,)`` in {0, 1}; calib drives early stopping, the choice of
+        weight decay and the temperature."""
+        grid = weight_decay_grid(self.weight_decay)  # validated before any work
         Xt, yt = _tensors(X_train, y_train)
         Xc, yc = _tensors(X_calib, y_calib)
+        n, n_pos = len(yt), float(yt.sum())
+        if n_pos in (0, n):
+            raise ValueError("the train split holds one class only: nothing to learn")
+        balanced = self.class_balanced and self.prior_correction
+        self.prior_shift_ = math.log(n_pos / (n - n_pos)) if balanced else 0.0
+        self.n_features_in_ = Xt.shape[1]
+        self.calib_nll_ = {}
+        if len(grid) > 1:
+            for wd in grid:
+                self._fit_one(Xt, yt, Xc, yc, wd, logger=False)
+                self.calib_nll_[wd] = self._calib_nll(Xc, yc)
+            wd = min(grid, key=self.calib_nll_.__getitem__)
+        else:
+            wd = grid[0]
+        # The chosen strength once more, for its training curves: the fit is deterministic.
+        self._fit_one(Xt, yt, Xc, yc, wd, logger=self.logger)
+        self.calib_nll_[wd] = self._calib_nll(Xc, yc)
+        self.weight_decay_ = wd
+        return self
+
+    def _fit_one(self, Xt, yt, Xc, yc, weight_decay: float, logger) -> None:
+        """Train one strength; sets ``module_``, ``epochs_`` and ``temperature_``."""
         mean = Xt.mean(dim=0)
         std = Xt.std(dim=0, correction=0)
         std = torch.where(std > 1e-12, std, torch.ones_like(std))  # constant columns
         n, n_pos = len(yt), float(yt.sum())
-        if n_pos in (0, n):
-            raise ValueError("the train split holds one class only: nothing to learn")
         pos_w, neg_w = (
             (n / (2 * n_pos), n / (2 * (n - n_pos))) if self.class_balanced else (1.0, 1.0)
         )
-        module = LinearProbe(mean, std, pos_w, neg_w, self.weight_decay, self.max_iter)
+        module = LinearProbe(mean, std, pos_w, neg_w, weight_decay, self.max_iter)
         trainer = L.Trainer(
             max_epochs=self.max_epochs,
             accelerator="cpu",
-            logger=self.logger,
+            logger=logger,
             enable_checkpointing=False,
             enable_progress_bar=False,
             enable_model_summary=False,
@@ -142,11 +175,12 @@ class LogisticCalibrator:
         trainer.fit(module, full(Xt, yt), full(Xc, yc))
         self.module_ = module.eval()
         self.epochs_ = trainer.current_epoch
-        balanced = self.class_balanced and self.prior_correction
-        self.prior_shift_ = math.log(n_pos / (n - n_pos)) if balanced else 0.0
         self.temperature_ = _fit_temperature(self._logits(Xc), yc) if self.temperature else 1.0
-        self.n_features_in_ = Xt.shape[1]
-        return self
+
+    def _calib_nll(self, Xc: torch.Tensor, yc: torch.Tensor) -> float:
+        """Mean NLL on calib of the scorer as it will be used (shift and temperature in)."""
+        z = self._logits(Xc) / self.temperature_
+        return float(nn.functional.binary_cross_entropy_with_logits(z, yc))
 
     @property
     def mean_(self) -> np.ndarray:
@@ -182,6 +216,26 @@ class LogisticCalibrator:
 
     def predict(self, X) -> np.ndarray:
         return (self.predict_proba(X)[:, 1] >= 0.5).astype(np.int64)
+
+
+def weight_decay_grid(value: float | str | Sequence[float]) -> tuple[float, ...]:
+    """The strengths that ``weight_decay`` stands for; a bad value is named.
+
+    Numbers may come as strings (YAML reads ``1e-2`` as one).
+    """
+    if isinstance(value, str) and value == "auto":
+        return WEIGHT_DECAY_GRID
+    items = [value] if isinstance(value, int | float | str) else value
+    try:
+        grid = tuple(float(v) for v in items)
+    except (TypeError, ValueError):
+        grid = ()
+    if not grid or not all(v >= 0 for v in grid):  # NaN fails too
+        raise ValueError(
+            f"option 'weight_decay': expected a non-negative number, a list of them or "
+            f"'auto', got {value!r}"
+        )
+    return grid
 
 
 def _tensors(X, y) -> tuple[torch.Tensor, torch.Tensor | None]:
