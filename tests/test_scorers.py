@@ -91,6 +91,23 @@ def test_auto_weight_decay_keeps_the_lowest_calib_nll():
     np.testing.assert_allclose(auto.predict_proba(Xc), single[best].predict_proba(Xc), atol=1e-6)
 
 
+def test_logged_refit_of_the_chosen_weight_decay_is_the_same_model(tmp_path):
+    """With a logger, the chosen strength is refitted for its curves; it must not differ."""
+    from lightning.pytorch.loggers import CSVLogger
+
+    rng = np.random.default_rng(6)
+    w = rng.normal(size=10)
+    X, y = make_split(rng, 100, w)
+    Xc, yc = make_split(rng, 60, w)
+    plain = LogisticCalibrator(weight_decay=[0.01, 1.0]).fit(X, y, Xc, yc)
+    logged = LogisticCalibrator(weight_decay=[0.01, 1.0], logger=CSVLogger(tmp_path)).fit(
+        X, y, Xc, yc
+    )
+    assert logged.weight_decay_ == plain.weight_decay_
+    np.testing.assert_array_equal(logged.predict_proba(Xc), plain.predict_proba(Xc))
+    assert list(tmp_path.rglob("metrics.csv"))  # the curves were written
+
+
 def test_bad_weight_decay_is_named():
     from probes.config import ConfigError
 

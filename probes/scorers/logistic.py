@@ -137,18 +137,18 @@ class LogisticCalibrator:
         balanced = self.class_balanced and self.prior_correction
         self.prior_shift_ = math.log(n_pos / (n - n_pos)) if balanced else 0.0
         self.n_features_in_ = Xt.shape[1]
-        self.calib_nll_ = {}
-        if len(grid) > 1:
-            for wd in grid:
-                self._fit_one(Xt, yt, Xc, yc, wd, logger=False)
-                self.calib_nll_[wd] = self._calib_nll(Xc, yc)
-            wd = min(grid, key=self.calib_nll_.__getitem__)
+        self.calib_nll_, fits = {}, {}
+        for wd in grid:
+            # With one strength its curves can be logged at once; with several, the chosen
+            # one is refitted below with the logger (the fit is deterministic).
+            self._fit_one(Xt, yt, Xc, yc, wd, logger=self.logger if len(grid) == 1 else False)
+            self.calib_nll_[wd] = self._calib_nll(Xc, yc)
+            fits[wd] = (self.module_, self.epochs_, self.temperature_)
+        self.weight_decay_ = min(grid, key=self.calib_nll_.__getitem__)
+        if len(grid) > 1 and self.logger:
+            self._fit_one(Xt, yt, Xc, yc, self.weight_decay_, logger=self.logger)
         else:
-            wd = grid[0]
-        # The chosen strength once more, for its training curves: the fit is deterministic.
-        self._fit_one(Xt, yt, Xc, yc, wd, logger=self.logger)
-        self.calib_nll_[wd] = self._calib_nll(Xc, yc)
-        self.weight_decay_ = wd
+            self.module_, self.epochs_, self.temperature_ = fits[self.weight_decay_]
         return self
 
     def _fit_one(self, Xt, yt, Xc, yc, weight_decay: float, logger) -> None:
