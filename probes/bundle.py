@@ -17,8 +17,6 @@ identity do not fit, and never unpickles anything: only JSON and safetensors are
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+
+from .atomic import atomic_path, atomic_write_text
 
 FORMAT_VERSION = 1
 TENSORS = ("mean", "std", "weight", "bias")
@@ -173,14 +173,10 @@ class Scorer:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         validate(self.meta, self.tensors)
-        fd, tmp = tempfile.mkstemp(dir=path, suffix=".safetensors")
-        os.close(fd)
-        save_file({k: v.contiguous() for k, v in self.tensors.items()}, tmp)
-        os.replace(tmp, path / "weights.safetensors")
-        fd, tmp = tempfile.mkstemp(dir=path, suffix=".json")
-        with os.fdopen(fd, "w") as f:
-            json.dump(self.meta, f, indent=1, default=_json_default)
-        os.replace(tmp, path / "scorer.json")
+        with atomic_path(path / "weights.safetensors") as tmp:
+            save_file({k: v.contiguous() for k, v in self.tensors.items()}, tmp)
+        meta = json.dumps(self.meta, indent=1, default=_json_default)
+        atomic_write_text(path / "scorer.json", meta)
         self.path = path
         return path
 

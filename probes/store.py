@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .atomic import atomic_write_text
+from .atomic import atomic_path, atomic_write_text
 from .config import ConfigError
 
 FORMAT_VERSION = 1
@@ -138,15 +137,9 @@ class FeatureStore:
                 f"shard has {rows['values'].shape[1]} features, store has {len(self.names)}"
             )
         final = self.path / "shards" / f"{run}-r{rank:03d}-{seq:05d}.safetensors"
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".safetensors", dir=final.parent)
-        os.close(fd)
-        try:
-            tensors = {k: v.contiguous() for k, v in rows.items()}
+        tensors = {k: v.contiguous() for k, v in rows.items()}
+        with atomic_path(final) as tmp:
             save_file(tensors, tmp, metadata={k: json.dumps(list(v)) for k, v in index.items()})
-            os.replace(tmp, final)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
         return final
 
     def read(self) -> StoredFeatures:

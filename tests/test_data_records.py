@@ -83,3 +83,14 @@ def test_build_from_a_bad_file_writes_nothing(tmp_path, capsys):
     assert main(["data", "build", str(src), "--out", str(out)]) == 2
     assert "in.jsonl:2: field 'id': duplicate id 'a'" in capsys.readouterr().err
     assert not out.exists() and not list(tmp_path.glob(".out.jsonl*"))
+
+
+def test_atomic_temp_never_matches_the_targets_glob(tmp_path):
+    """A temp left by a killed writer must not be read as a shard (``*.safetensors``)."""
+    from probes.atomic import atomic_path
+
+    with atomic_path(tmp_path / "s.safetensors") as tmp:
+        tmp.write_bytes(b"x")
+        assert tmp.parent == tmp_path and list(tmp_path.glob("*.safetensors")) == []
+    assert (tmp_path / "s.safetensors").read_bytes() == b"x"
+    assert [p.name for p in tmp_path.iterdir()] == ["s.safetensors"]

@@ -137,30 +137,30 @@ class LogisticCalibrator:
         balanced = self.class_balanced and self.prior_correction
         self.prior_shift_ = math.log(n_pos / (n - n_pos)) if balanced else 0.0
         self.n_features_in_ = Xt.shape[1]
+        mean = Xt.mean(dim=0)
+        std = Xt.std(dim=0, correction=0)
+        std = torch.where(std > 1e-12, std, torch.ones_like(std))  # constant columns
+        pos_w, neg_w = (
+            (n / (2 * n_pos), n / (2 * (n - n_pos))) if self.class_balanced else (1.0, 1.0)
+        )
+        data = (Xt, yt, Xc, yc)
+        make = lambda wd: LinearProbe(mean, std, pos_w, neg_w, wd, self.max_iter)  # noqa: E731
         self.calib_nll_, fits = {}, {}
         for wd in grid:
             # With one strength its curves can be logged at once; with several, the chosen
             # one is refitted below with the logger (the fit is deterministic).
-            self._fit_one(Xt, yt, Xc, yc, wd, logger=self.logger if len(grid) == 1 else False)
+            self._fit_one(make(wd), *data, logger=self.logger if len(grid) == 1 else False)
             self.calib_nll_[wd] = self._calib_nll(Xc, yc)
             fits[wd] = (self.module_, self.epochs_, self.temperature_)
         self.weight_decay_ = min(grid, key=self.calib_nll_.__getitem__)
         if len(grid) > 1 and self.logger:
-            self._fit_one(Xt, yt, Xc, yc, self.weight_decay_, logger=self.logger)
+            self._fit_one(make(self.weight_decay_), *data, logger=self.logger)
         else:
             self.module_, self.epochs_, self.temperature_ = fits[self.weight_decay_]
         return self
 
-    def _fit_one(self, Xt, yt, Xc, yc, weight_decay: float, logger) -> None:
-        """Train one strength; sets ``module_``, ``epochs_`` and ``temperature_``."""
-        mean = Xt.mean(dim=0)
-        std = Xt.std(dim=0, correction=0)
-        std = torch.where(std > 1e-12, std, torch.ones_like(std))  # constant columns
-        n, n_pos = len(yt), float(yt.sum())
-        pos_w, neg_w = (
-            (n / (2 * n_pos), n / (2 * (n - n_pos))) if self.class_balanced else (1.0, 1.0)
-        )
-        module = LinearProbe(mean, std, pos_w, neg_w, weight_decay, self.max_iter)
+    def _fit_one(self, module: LinearProbe, Xt, yt, Xc, yc, logger) -> None:
+        """Train ``module`` (one strength); sets ``module_``, ``epochs_`` and ``temperature_``."""
         trainer = L.Trainer(
             max_epochs=self.max_epochs,
             accelerator="cpu",
@@ -223,7 +223,7 @@ def weight_decay_grid(value: float | str | Sequence[float]) -> tuple[float, ...]
 
     Numbers may come as strings (YAML reads ``1e-2`` as one).
     """
-    if isinstance(value, str) and value == "auto":
+    if value == "auto":
         return WEIGHT_DECAY_GRID
     items = [value] if isinstance(value, int | float | str) else value
     try:
