@@ -1,7 +1,7 @@
 """Compare saved scorer bundles side by side on a split of a feature store or on new data.
 
-    python evaluate.py --bundles results/gsm-perturb/bundles/* --store stores/<...> --split test
-    python evaluate.py --bundles results/gsm-perturb/bundles/* --data runs/data/other.jsonl
+    python evaluate.py --bundles results/gsm-perturb/latest/bundles/* --store stores/<...>
+    python evaluate.py --bundles results/gsm-perturb/latest/bundles/* --data runs/data/other.jsonl
 
 With ``--data`` every record is scored (the frozen model runs the bundles' capture); with
 ``--store`` the stored features of one split are read (the store must come from the same
@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 import numpy as np
 
+from probes import jsonio
 from probes.bundle import BundleError, Scorer
-from probes.config import ConfigError
+from probes.errors import report_errors
 from probes.experiment import comparison_table
 from probes.metrics import evaluate_scores
 
@@ -57,13 +57,11 @@ def on_data(scorers: list[Scorer], source: str, n_boot: int, seed: int, batch_si
     records = load_records(source)
     y = np.array([r.label for r in records])
     groups = [r.group for r in records]
-    texts = [r.full_text for r in records]
-    starts = [r.solution_start for r in records]
     out, cache = {}, {}
     for s in scorers:
         key = json.dumps([s.meta["model"], s.meta["capture"]], sort_keys=True)
         if key not in cache:  # one forward pass per distinct model + capture config
-            cache[key] = s.features(texts, starts, batch_size=batch_size, progress=True)
+            cache[key] = s.features(records, batch_size=batch_size, progress=True)
         ex = cache[key]
         keep = ~ex.skipped.numpy()
         X = ex.values.numpy()[keep]
@@ -93,21 +91,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", dest="batch_size", type=int, default=4)
     parser.add_argument("--json", help="write the metrics here")
     args = parser.parse_args(argv)
-    try:
+
+    def run() -> int:
+        if args.json:
+            from probes.atomic import refuse_overwrite
+
+            refuse_overwrite(args.json, *(p for p in (args.data, args.store) if p), option="--json")
         scorers = [Scorer.load(p) for p in args.bundles]
         if args.store:
             metrics = on_store(scorers, args.store, args.split, args.n_boot, args.seed)
         else:
             metrics = on_data(scorers, args.data, args.n_boot, args.seed, args.batch_size)
-    except (BundleError, ConfigError, ValueError, FileNotFoundError) as err:
-        print(f"evaluate.py: error: {err}", file=sys.stderr)
-        return 2
-    print(comparison_table(metrics))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(metrics, f, indent=1)
-    return 0
+        print(comparison_table(metrics))
+        if args.json:
+            jsonio.write_json(args.json, metrics)
+        return 0
+
+    return report_errors("evaluate.py", run)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -2,8 +2,10 @@
 
 Extracts (or reuses) the feature store, fits every configured scorer, evaluates them on the
 test split with grouped bootstrap intervals, and writes ``results/<name>/`` (metrics.json,
-layer_auroc.csv, confound_audit.csv, plots, the resolved config) and a W&B run (offline by
-default). ``--set section.key=value`` overrides any option (values are read as YAML).
+layer_auroc.csv, confound_audit.csv, plots, bundles, the resolved config) in a fresh run
+folder ``results/<name>/<timestamp>/`` (``results/<name>/latest`` points at the last successful
+one) and a W&B run (offline by default). ``--set section.key=value`` overrides any option
+(values are read as YAML).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import argparse
 import sys
 
 from probes.config import ConfigError, ExperimentConfig, from_dict, load_experiment
+from probes.errors import report_errors
 
 
 def apply_overrides(cfg: ExperimentConfig, overrides: list[str]) -> ExperimentConfig:
@@ -26,7 +29,7 @@ def apply_overrides(cfg: ExperimentConfig, overrides: list[str]) -> ExperimentCo
         *path, last = key.split(".")
         target = raw
         for part in path:
-            if not isinstance(target.get(part), dict):
+            if not isinstance(target, dict) or not isinstance(target.get(part), dict):
                 raise ConfigError(f"--set {item!r}: {part!r} is not a section")
             target = target[part]
         target[last] = yaml.safe_load(value)
@@ -40,15 +43,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default="configs/gsm-perturb.yaml", help="experiment YAML")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
-    try:
+
+    def run() -> int:
         cfg = apply_overrides(load_experiment(args.config), args.overrides)
         from probes.experiment import run_experiment
 
         run_experiment(cfg)
-    except (ConfigError, ValueError, FileNotFoundError) as err:
-        print(f"train.py: error: {err}", file=sys.stderr)
-        return 2
-    return 0
+        return 0
+
+    return report_errors("train.py", run)
 
 
 if __name__ == "__main__":

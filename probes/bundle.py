@@ -10,14 +10,23 @@ map: its P(valid) is the empirical CDF of the calib scores, kept as ``calib_scor
 decision is ``P >= threshold`` for ``decision: probability`` and ``direction * x >= threshold``
 for ``decision: feature``.
 
-``Scorer.load`` refuses a bundle whose format version, feature names, tensor shapes or model
-identity do not fit, and never unpickles anything: only JSON and safetensors are read.
+``scorer.json`` records the sha256 of ``weights.safetensors`` and of its own content (the
+canonical JSON of everything but the ``integrity`` entry). ``Scorer.load`` verifies both,
+checks every value's type and range (temperature > 0 and finite, a finite threshold, finite
+weights, ``std > 0``, unique feature names as many as the weights), the capture config and
+the model identity, and never unpickles anything: only JSON and safetensors are read.
+
+Texts are scored through the one record reader's span rule (:meth:`Record.span_start`), so
+``Scorer.predict_proba``, ``probes score`` and ``evaluate.py`` give one text one score.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,14 +35,31 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from . import jsonio
 from .atomic import atomic_path, atomic_write_text
+from .data.records import Record
+from .errors import BundleError, ConfigError
 
-FORMAT_VERSION = 1
+#: 2: ``integrity`` checksums. Version 1 bundles (no checksums) are refused: re-export them.
+FORMAT_VERSION = 2
 TENSORS = ("mean", "std", "weight", "bias")
 
 
-class BundleError(ValueError):
-    """A bundle is malformed or does not fit; the message says what is wrong."""
+@dataclass
+class ScoredTexts:
+    """What a bundle says of ``N`` texts.
+
+    Attributes:
+        p_valid: ``(N,)`` P(valid); NaN where skipped.
+        decision: ``(N,)`` 0/1 at the bundle's threshold; -1 where skipped.
+        n_tokens: ``(N,)`` tokens read; ``truncated``, ``skipped``: ``(N,)`` bool flags.
+    """
+
+    p_valid: np.ndarray
+    decision: np.ndarray
+    n_tokens: np.ndarray
+    truncated: np.ndarray
+    skipped: np.ndarray
 
 
 @dataclass
@@ -123,67 +149,74 @@ class Scorer:
             self._capture = capture
         return self._capture
 
-    def features(
-        self,
-        texts: list[str],
-        span_starts: list[int] | None = None,
-        batch_size: int = 4,
-        progress: bool = False,
-    ):
-        """The frozen model's features of ``texts`` (an :class:`Extraction`).
+    def features(self, texts: Sequence[str | Record], batch_size: int = 4, progress: bool = False):
+        """The frozen model's features (an :class:`Extraction`) of texts or records.
 
-        A scorer that reads the solution span (``capture.span: solution``) needs
-        ``span_starts``, or texts written as ``Problem: ...\nSolution: ...`` (the record
-        format), whose solution it then finds by that marker.
+        A plain string is read as a ``text`` record. A scorer that reads the solution span
+        (``capture.span: solution``) finds it by the record rule: the ``solution`` of a
+        ``problem`` + ``solution`` record, or what follows ``\nSolution: `` in a text.
         """
         capture = self._capture_for_texts()
-        if span_starts is None and capture.cfg.span == "solution":
-            span_starts = [_solution_start(t, i) for i, t in enumerate(texts)]
+        records = [
+            t if isinstance(t, Record) else Record(id=str(i), label=None, group=str(i), text=t)
+            for i, t in enumerate(texts)
+        ]
+        starts = None
+        if capture.cfg.span == "solution":
+            starts = [r.span_start("solution") for r in records]
         return capture.extract(
-            texts, span_starts=span_starts, batch_size=batch_size, progress=progress
+            [r.full_text for r in records],
+            ids=[r.id for r in records],
+            span_starts=starts,
+            batch_size=batch_size,
+            progress=progress,
         )
 
-    def predict_proba(
-        self, texts: list[str], span_starts: list[int] | None = None, batch_size: int = 4
-    ) -> np.ndarray:
-        """``(N, 2)`` for raw texts: loads the frozen model and runs the same capture.
-        Texts the capture skips (too long under ``overflow: skip``) get NaN rows."""
-        ex = self.features(texts, span_starts, batch_size)
-        out = np.full((len(texts), 2), np.nan)
+    def score(
+        self, texts: Sequence[str | Record], batch_size: int = 4, progress: bool = False
+    ) -> ScoredTexts:
+        """P(valid), decisions and length flags of texts or records (see :meth:`features`)."""
+        ex = self.features(texts, batch_size, progress)
         keep = ~ex.skipped.numpy()
+        p = np.full(len(texts), np.nan)
+        d = np.full(len(texts), -1, dtype=np.int64)
         if keep.any():
-            out[keep] = self.predict_proba_features(ex.values.numpy()[keep], ex.names)
-        return out
+            X = ex.values.numpy()[keep]
+            p[keep] = self.predict_proba_features(X, ex.names)[:, 1]
+            d[keep] = self.predict_features(X, ex.names)
+        return ScoredTexts(p, d, ex.n_tokens.numpy(), ex.truncated.numpy(), ~keep)
 
-    def predict(
-        self, texts: list[str], span_starts: list[int] | None = None, batch_size: int = 4
-    ) -> np.ndarray:
-        """``(N,)`` 0/1 decisions for raw texts (-1 where the text was skipped)."""
-        ex = self.features(texts, span_starts, batch_size)
-        out = np.full(len(texts), -1, dtype=np.int64)
-        keep = ~ex.skipped.numpy()
-        if keep.any():
-            out[keep] = self.predict_features(ex.values.numpy()[keep], ex.names)
-        return out
+    def predict_proba(self, texts: Sequence[str | Record], batch_size: int = 4) -> np.ndarray:
+        """``(N, 2)`` for raw texts or records: loads the frozen model and runs the same
+        capture. Texts the capture skips (too long under ``overflow: skip``) get NaN rows."""
+        p = self.score(texts, batch_size).p_valid
+        return np.stack([1 - p, p], axis=1)
+
+    def predict(self, texts: Sequence[str | Record], batch_size: int = 4) -> np.ndarray:
+        """``(N,)`` 0/1 decisions for raw texts or records (-1 where the text was skipped)."""
+        return self.score(texts, batch_size).decision
 
     # -- files --------------------------------------------------------------------------------
 
     def save(self, path: str | Path) -> Path:
-        """Write the bundle folder (each file to a temp name, then renamed)."""
+        """Write the bundle folder (each file to a temp name, then renamed), with the
+        checksums of both files in ``scorer.json``."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        validate(self.meta, self.tensors)
+        meta = jsonio.strict({k: v for k, v in self.meta.items() if k != "integrity"})
+        validate(meta, self.tensors)
         with atomic_path(path / "weights.safetensors") as tmp:
             save_file({k: v.contiguous() for k, v in self.tensors.items()}, tmp)
-        meta = json.dumps(self.meta, indent=1, default=_json_default)
-        atomic_write_text(path / "scorer.json", meta)
-        self.path = path
+            weights_sha = _sha256(tmp.read_bytes())
+        meta["integrity"] = {"weights.safetensors": weights_sha, "scorer.json": _meta_sha(meta)}
+        atomic_write_text(path / "scorer.json", jsonio.dumps(meta, indent=1))
+        self.meta, self.path = meta, path
         return path
 
     @classmethod
     def load(cls, path: str | Path, model_identity: dict | None = None) -> Scorer:
-        """Read and validate a bundle. ``model_identity`` (a ``FrozenLM.identity``), when
-        given, must match the bundle's model. Only ``scorer.json`` and
+        """Read, verify and validate a bundle. ``model_identity`` (a ``FrozenLM.identity``),
+        when given, must match the bundle's model. Only ``scorer.json`` and
         ``weights.safetensors`` are read; anything else in the folder is ignored."""
         path = Path(path)
         meta_path, weights_path = path / "scorer.json", path / "weights.safetensors"
@@ -192,9 +225,13 @@ class Scorer:
                 f"{path}: not a scorer bundle (needs scorer.json and weights.safetensors)"
             )
         try:
-            meta = json.loads(meta_path.read_text())
-        except json.JSONDecodeError as err:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise BundleError(f"{meta_path}: not valid JSON: {err}") from None
+        if not isinstance(meta, dict):
+            raise BundleError(f"{meta_path}: expected a JSON object, got {type(meta).__name__}")
+        _check_version(meta, str(path))
+        _check_integrity(meta, weights_path.read_bytes(), str(path))
         try:
             tensors = load_file(weights_path)
         except Exception as err:  # safetensors raises its own error types
@@ -205,13 +242,59 @@ class Scorer:
         return cls(meta, tensors, path)
 
 
-def validate(meta: dict, tensors: dict[str, torch.Tensor], where: str = "bundle") -> None:
-    """Format version, feature names and tensor shapes; raise :class:`BundleError`."""
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _meta_sha(meta: dict) -> str:
+    """sha256 of the canonical JSON of ``meta`` without its ``integrity`` entry."""
+    body = {k: v for k, v in meta.items() if k != "integrity"}
+    return _sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
+
+
+def _check_version(meta: dict, where: str) -> None:
     version = meta.get("format_version")
     if version != FORMAT_VERSION:
+        hint = " (made before bundles had checksums: re-run the experiment)" if version == 1 else ""
         raise BundleError(
-            f"{where}: unknown format_version {version!r} (this probes reads {FORMAT_VERSION})"
+            f"{where}: unknown format_version {version!r}; this probes reads {FORMAT_VERSION}{hint}"
         )
+
+
+def _check_integrity(meta: dict, weights: bytes, where: str) -> None:
+    sums = meta.get("integrity")
+    if not isinstance(sums, dict):
+        raise BundleError(f"{where}: scorer.json lacks its 'integrity' checksums")
+    if sums.get("scorer.json") != _meta_sha(meta):
+        raise BundleError(
+            f"{where}/scorer.json: changed after export (its sha256 does not match the one "
+            "recorded in 'integrity'); re-export the bundle"
+        )
+    if sums.get("weights.safetensors") != _sha256(weights):
+        raise BundleError(
+            f"{where}/weights.safetensors: damaged or replaced (its sha256 does not match "
+            "scorer.json); re-export the bundle"
+        )
+
+
+def _number(meta: dict, key: str, where: str, low: float | None = None, strict_low=False):
+    value = meta.get(key)
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    ok = ok and math.isfinite(value)
+    if ok and low is not None:
+        ok = value > low if strict_low else value >= low
+    if not ok:
+        bound = "" if low is None else f" {'>' if strict_low else '>='} {low}"
+        raise BundleError(
+            f"{where}: scorer.json {key!r} must be a finite number{bound}, got {value!r}"
+        )
+    return float(value)
+
+
+def validate(meta: dict, tensors: dict[str, torch.Tensor], where: str = "bundle") -> None:
+    """Every value's type and range, the capture config, feature names and tensor shapes;
+    raise :class:`BundleError` naming the entry."""
+    _check_version(meta, where)
     for key in (
         "feature_names",
         "model",
@@ -224,8 +307,51 @@ def validate(meta: dict, tensors: dict[str, torch.Tensor], where: str = "bundle"
         if key not in meta:
             raise BundleError(f"{where}: scorer.json lacks {key!r}")
     names = meta["feature_names"]
-    if not isinstance(names, list) or not names or len(set(names)) != len(names):
+    if (
+        not isinstance(names, list)
+        or not names
+        or not all(isinstance(n, str) and n for n in names)
+        or len(set(names)) != len(names)
+    ):
         raise BundleError(f"{where}: feature_names must be a non-empty list of unique names")
+    model = meta["model"]
+    if not isinstance(model, dict):
+        raise BundleError(f"{where}: scorer.json 'model' must be an object")
+    for key, types in (
+        ("name_or_path", (str,)),
+        ("revision", (str, type(None))),
+        ("dtype", (str,)),
+        ("weights_hash", (str, type(None))),
+    ):
+        if key not in model or not isinstance(model[key], types):
+            raise BundleError(
+                f"{where}: scorer.json model.{key} is missing or of the wrong type "
+                f"({model.get(key)!r})"
+            )
+    if not isinstance(meta["capture"], dict):
+        raise BundleError(f"{where}: scorer.json 'capture' must be an object")
+    from .config import CaptureConfig, from_dict
+
+    try:
+        from_dict(CaptureConfig, meta["capture"], "capture")
+    except ConfigError as err:
+        raise BundleError(f"{where}: scorer.json {err}") from None
+    if meta["kind"] not in ("threshold", "logistic"):
+        raise BundleError(f"{where}: kind must be 'threshold' or 'logistic', got {meta['kind']!r}")
+    if meta["decision"] not in ("probability", "feature"):
+        raise BundleError(
+            f"{where}: decision must be 'probability' or 'feature', got {meta['decision']!r}"
+        )
+    threshold = _number(meta, "threshold", where)
+    _number(meta, "temperature", where, low=0, strict_low=True)
+    if meta["decision"] == "probability" and not 0 <= threshold <= 1:
+        raise BundleError(f"{where}: a probability threshold must be in [0, 1], got {threshold}")
+    if meta["decision"] == "feature" and (
+        len(names) != 1
+        or meta.get("direction") not in (1, -1)
+        or isinstance(meta.get("direction"), bool)
+    ):
+        raise BundleError(f"{where}: a feature decision needs one feature and direction +-1")
     F = len(names)
     expected = {"mean": (F,), "std": (F,), "weight": (F,), "bias": (1,)}
     for name, shape in expected.items():
@@ -236,12 +362,16 @@ def validate(meta: dict, tensors: dict[str, torch.Tensor], where: str = "bundle"
                 f"{where}: tensor {name!r} has shape {tuple(tensors[name].shape)}, "
                 f"expected {shape} for {F} feature names"
             )
-    if meta["decision"] not in ("probability", "feature"):
-        raise BundleError(
-            f"{where}: decision must be 'probability' or 'feature', got {meta['decision']!r}"
-        )
-    if meta["decision"] == "feature" and (F != 1 or meta.get("direction") not in (1, -1)):
-        raise BundleError(f"{where}: a feature decision needs one feature and direction +-1")
+    for name, t in tensors.items():
+        if not t.is_floating_point() or not bool(torch.isfinite(t).all()):
+            raise BundleError(f"{where}: tensor {name!r} must hold finite floats")
+    if not bool((tensors["std"] > 0).all()):
+        raise BundleError(f"{where}: tensor 'std' must be > 0 everywhere")
+    calib = tensors.get("calib_scores")
+    if calib is not None and (
+        calib.ndim != 1 or not len(calib) or bool((calib[1:] < calib[:-1]).any())
+    ):
+        raise BundleError(f"{where}: tensor 'calib_scores' must be a sorted non-empty vector")
 
 
 def check_model(meta: dict, identity: dict) -> None:
@@ -317,21 +447,3 @@ def from_fitted(
     else:
         raise TypeError(f"cannot export a {type(m).__name__}")
     return Scorer(meta, tensors)
-
-
-def _solution_start(text: str, i: int) -> int:
-    from .data.records import SOLUTION_MARKER
-
-    at = text.find(SOLUTION_MARKER)
-    if at < 0:
-        raise BundleError(
-            f"text #{i}: this scorer reads the solution only; pass span_starts, or write the "
-            f"text as 'Problem: ...{SOLUTION_MARKER!r}...'"
-        )
-    return at + len(SOLUTION_MARKER)
-
-
-def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

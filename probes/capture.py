@@ -26,13 +26,14 @@ from tqdm.auto import tqdm
 
 from .config import CaptureConfig, ConfigError
 from .confounds import CONFOUND_NAMES, token_confounds
+from .errors import ProbesError
 from .features import feature_names, graph_features, reduce_heads, resolve_families
 from .models import EAGER_FIX, AttentionUnavailableError, FrozenLM
 from .spectral import NegativeEigenvalueError
 from .tokens import TextTooLongError, Tokenized, tokenize_records
 
 
-class NonFiniteAttentionError(FloatingPointError):
+class NonFiniteAttentionError(ProbesError, FloatingPointError):
     """Attention holds NaN or inf; the message names record, layer and head."""
 
 
@@ -65,7 +66,7 @@ class Extraction:
         return self.values[:, self.names.index(name)]
 
 
-def resolve_layers(layers: str | Sequence[int], n_layers: int) -> list[int]:
+def resolve_layers(layers: str | Sequence[int], n_layers: int, option: str = "layers") -> list[int]:
     """Layer indices in ``[0, n_layers)``; negatives count from the end; out of range raises."""
     if layers == "all":
         return list(range(n_layers))
@@ -73,7 +74,7 @@ def resolve_layers(layers: str | Sequence[int], n_layers: int) -> list[int]:
     for i in layers:
         if not -n_layers <= i < n_layers:
             raise ConfigError(
-                f"option 'layers': index {i} is out of range for a model with {n_layers} "
+                f"option {option!r}: index {i} is out of range for a model with {n_layers} "
                 f"layers (valid: 0..{n_layers - 1} or -{n_layers}..-1)"
             )
         resolved.append(i % n_layers)
@@ -148,10 +149,10 @@ class SpectralCapture:
         self.pending_bytes = pending_mb * 2**20
         self._pool: ThreadPoolExecutor | None = None
         self.layers = resolve_layers(cfg.layers, lm.n_layers)
+        self.probe_layer = _probe_layer(cfg.probe_layer, lm.n_layers)
         self.families = resolve_families(cfg)
         self.n_groups = 1 if cfg.heads == "mean" else lm.n_heads
         self.spectral_names = feature_names(self.families, self.layers, self.n_groups, cfg)
-        self.probe_layer = _probe_layer(cfg.probe_layer, lm.n_layers)
         width = lm.model.config.get_text_config().hidden_size if self.probe_layer is not None else 0
         self.probe_names = [f"hidden_mean/L{self.probe_layer:02d}/k{i:03d}" for i in range(width)]
         self.names = self.spectral_names + self.probe_names + list(CONFOUND_NAMES)
@@ -347,7 +348,7 @@ def _probe_layer(option: int | str | None, n_layers: int) -> int | None:
         return None
     if option == "middle":
         return n_layers // 2
-    return resolve_layers([option], n_layers)[0]
+    return resolve_layers([option], n_layers, "probe_layer")[0]
 
 
 def _mean_hidden_hook(batch: list[Tokenized], out: Tensor, cols: slice):

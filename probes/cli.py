@@ -6,9 +6,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from .capture import NonFiniteAttentionError
 from .config import CaptureConfig, InspectConfig, ModelConfig, from_dict, load_yaml
-from .models import AttentionUnavailableError, ModelPackageMissingError
+from .errors import ConfigError, report_errors
 
 #: A worked example: a GSM8K-style problem with a correct step-by-step solution.
 WORKED_EXAMPLE = (
@@ -105,13 +104,15 @@ def build_dataset(name: str, options: dict, mapping: dict | None = None) -> list
 
     if name not in BUILDERS:
         if set(options) - {"seed"}:
-            raise ValueError(f"options {sorted(options)} only apply to builders {sorted(BUILDERS)}")
+            raise ConfigError(
+                f"options {sorted(options)} only apply to builders {sorted(BUILDERS)}"
+            )
         return load_records(name, mapping)
     fn = BUILDERS[name]
     accepted = inspect.signature(fn).parameters
     bad = sorted(set(options) - set(accepted))
     if bad:
-        raise ValueError(
+        raise ConfigError(
             f"builder {name!r} takes no option(s) {bad}; it takes: {', '.join(accepted)}"
         )
     return fn(**options)
@@ -122,13 +123,16 @@ def _parse_mapping(text: str | None) -> dict | None:
         return None
     pairs = [item.split("=", 1) for item in text.split(",")]
     if any(len(p) != 2 for p in pairs):
-        raise ValueError(f"option '--mapping': expected field=column,..., got {text!r}")
+        raise ConfigError(f"option '--mapping': expected field=column,..., got {text!r}")
     return {k.strip(): v.strip() for k, v in pairs}
 
 
 def _cmd_data_build(args: argparse.Namespace) -> int:
-    from .data import write_jsonl
+    from .atomic import refuse_overwrite
+    from .data import BUILDERS, write_jsonl
 
+    if args.name not in BUILDERS:
+        refuse_overwrite(args.out, args.name, option="--out")
     options = {k: getattr(args, k) for k in BUILD_OPTIONS if getattr(args, k) is not None}
     records = build_dataset(args.name, options, _parse_mapping(args.mapping))
     path = write_jsonl(records, args.out)
@@ -209,98 +213,86 @@ def _cmd_extract(args: argparse.Namespace) -> int:
                 target = target[k]
             target[keys[-1]] = value
     cfg = from_dict(ExtractConfig, raw)
-    result = extract(cfg)
+    result = extract(cfg, repair=args.repair)
     if result.is_global_zero:
         print(result.summary())
     return 0
 
 
-def read_score_input(path: str, strict: bool) -> tuple[list[dict], list[str]]:
-    """Records to score (``id`` plus ``text`` or ``problem`` + ``solution``) and one message
-    per bad line; with ``strict`` the first bad line raises."""
-    import json
-
-    from .data.records import PROBLEM_PREFIX, SOLUTION_MARKER
-
-    rows, problems, seen = [], [], set()
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                raw = json.loads(line)
-                if not isinstance(raw, dict):
-                    raise ValueError("expected a JSON object")
-                rid = raw.get("id")
-                if rid is None or str(rid) in seen:
-                    raise ValueError("field 'id' is missing or duplicate")
-                if isinstance(raw.get("text"), str) and raw["text"].strip():
-                    text, start = raw["text"], 0
-                elif all(
-                    isinstance(raw.get(k), str) and raw[k].strip() for k in ("problem", "solution")
-                ):
-                    text = f"{PROBLEM_PREFIX}{raw['problem']}{SOLUTION_MARKER}{raw['solution']}"
-                    start = len(text) - len(raw["solution"])
-                else:
-                    raise ValueError("field 'text' (or 'problem' + 'solution') is missing or empty")
-            except ValueError as err:  # json.JSONDecodeError is a ValueError
-                message = f"{path}:{lineno}: {err}"
-                if strict:
-                    raise ValueError(message) from None
-                problems.append(message)
-                continue
-            seen.add(str(rid))
-            rows.append({"id": str(rid), "text": text, "start": start})
-    return rows, problems
-
-
 def _cmd_score(args: argparse.Namespace) -> int:
-    import json
-
-    from .atomic import atomic_lines
+    from . import jsonio
+    from .atomic import atomic_lines, refuse_overwrite
     from .bundle import Scorer
+    from .data import load_records
+    from .errors import DataError
 
+    refuse_overwrite(args.output, args.input)
     scorer = Scorer.load(args.scorer)
-    rows, problems = read_score_input(args.input, args.strict)
-    for message in problems:
-        print(f"probes score: skipped bad line {message}", file=sys.stderr)
-    span = scorer.meta["capture"].get("span") == "solution"
-    ex = scorer.features(
-        [r["text"] for r in rows],
-        [r["start"] for r in rows] if span else None,
-        batch_size=args.batch_size,
-        progress=True,
+    problems: list[str] | None = None if args.strict else []
+    records = load_records(
+        args.input, _parse_mapping(args.mapping), require_label=False, problems=problems
     )
-    keep = ~ex.skipped.numpy()
-    X = ex.values.numpy()
-    p = scorer.predict_proba_features(X[keep], ex.names)[:, 1] if keep.any() else []
-    d = scorer.predict_features(X[keep], ex.names) if keep.any() else []
-    out, k = [], 0
-    for row, kept in zip(rows, keep, strict=True):
-        entry = {"id": row["id"], "p_valid": None, "decision": None, "skipped": not kept}
-        if kept:
-            entry.update(p_valid=float(p[k]), decision=int(d[k]))
-            k += 1
-        out.append(json.dumps(entry))
-    atomic_lines(args.output, out)
+    if scorer.meta["capture"].get("span") == "solution":
+        records = _with_solution_span(records, problems)
+    for message in problems or []:
+        print(f"probes score: skipped {message}", file=sys.stderr)
+    if not records:
+        bad = f" ({len(problems)} bad records)" if problems else ""
+        raise DataError(f"{args.input}: no records to score{bad}")
+    result = scorer.score(records, batch_size=args.batch_size, progress=True)
+    lines = []
+    for i, rec in enumerate(records):
+        skipped = bool(result.skipped[i])
+        entry = {
+            "id": rec.id,
+            "p_valid": None if skipped else float(result.p_valid[i]),
+            "decision": None if skipped else int(result.decision[i]),
+            "n_tokens": int(result.n_tokens[i]),
+            "truncated": bool(result.truncated[i]),
+            "skipped": skipped,
+        }
+        if skipped:
+            entry["skipped_reason"] = "longer than the bundle's max_tokens"
+        lines.append(jsonio.dumps(entry))
+    atomic_lines(args.output, lines)
+    n_skip, n_trunc = int(result.skipped.sum()), int(result.truncated.sum())
     print(
-        f"scored {int(keep.sum())} of {len(rows)} records ({len(problems)} bad lines, "
-        f"{int((~keep).sum())} too long) -> {args.output}"
+        f"scored {len(records) - n_skip} of {len(records)} records "
+        f"({len(problems or [])} bad records, {n_trunc} truncated to max_tokens, "
+        f"{n_skip} skipped as too long) -> {args.output}"
     )
     return 0
 
 
+def _with_solution_span(records: list, problems: list[str] | None) -> list:
+    """Records a solution-span scorer can read; the others are errors (or, without
+    ``--strict``, reported and left out)."""
+    from .errors import RecordError
+
+    kept = []
+    for rec in records:
+        try:
+            rec.span_start("solution")
+        except RecordError as err:
+            if problems is None:
+                raise
+            problems.append(str(err))
+            continue
+        kept.append(rec)
+    return kept
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from .bundle import Scorer
+    from .experiment import resolve_run
 
-    source = Path(args.results) / "bundles" / args.scorer
+    run = resolve_run(args.results)
+    source = run / "bundles" / args.scorer
     if not source.is_dir():
-        available = sorted(p.name for p in (Path(args.results) / "bundles").glob("*"))
-        raise ValueError(f"no scorer {args.scorer!r} in {args.results}; available: {available}")
+        available = sorted(p.name for p in (run / "bundles").glob("*"))
+        raise ConfigError(f"no scorer {args.scorer!r} in {run}; available: {available}")
     path = Scorer.load(source).save(args.out)
-    print(f"exported {args.scorer} to {path}")
+    print(f"exported {args.scorer} from {run} to {path}")
     return 0
 
 
@@ -329,16 +321,36 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--devices", type=int, help="processes (devices) per node")
     e.add_argument("--num-nodes", dest="num_nodes", type=int, help="nodes")
     e.add_argument("--strategy", help="auto, or ddp for several processes")
+    e.add_argument(
+        "--repair",
+        action="store_true",
+        help="set damaged, foreign or duplicated shards aside (quarantine/) and re-extract "
+        "only their records",
+    )
     e.set_defaults(func=_cmd_extract)
     sc = sub.add_parser("score", help="score new texts with an exported scorer bundle")
     sc.add_argument("--scorer", required=True, help="bundle folder (scorer.json + weights)")
-    sc.add_argument("--input", required=True, help="JSONL: id and text (or problem + solution)")
-    sc.add_argument("--output", required=True, help="JSONL: id, p_valid, decision, skipped")
+    sc.add_argument(
+        "--input",
+        required=True,
+        help="records (.jsonl/.csv/.parquet or HF dataset): id and text (or problem + "
+        "solution); labels optional",
+    )
+    sc.add_argument(
+        "--output",
+        required=True,
+        help="JSONL: id, p_valid, decision, n_tokens, truncated, skipped (never the input)",
+    )
+    sc.add_argument("--mapping", help="field=column pairs for your own data")
     sc.add_argument("--batch-size", dest="batch_size", type=int, default=4)
-    sc.add_argument("--strict", action="store_true", help="stop at the first bad line")
+    sc.add_argument("--strict", action="store_true", help="stop at the first bad record")
     sc.set_defaults(func=_cmd_score)
     ex = sub.add_parser("export", help="copy a finished experiment's scorer bundle elsewhere")
-    ex.add_argument("--results", required=True, help="the experiment's results folder")
+    ex.add_argument(
+        "--results",
+        required=True,
+        help="an experiment's results folder (its latest successful run) or one run folder",
+    )
     ex.add_argument("--scorer", required=True, help="scorer name (e.g. spectral_lr)")
     ex.add_argument("--out", required=True, help="destination folder")
     ex.set_defaults(func=_cmd_export)
@@ -347,17 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except (
-        ValueError,
-        OSError,
-        ModelPackageMissingError,
-        AttentionUnavailableError,
-        NonFiniteAttentionError,
-    ) as err:
-        print(f"probes {args.command}: error: {err}", file=sys.stderr)
-        return 2
+    return report_errors(f"probes {args.command}", lambda: args.func(args))
 
 
 if __name__ == "__main__":

@@ -1,28 +1,47 @@
 """Typed configuration: dataclasses read from YAML, every option checked where it comes in.
 
-Each option is documented on its field. Unknown keys and wrong values raise a
-:class:`ConfigError` that names the option (and the file, when there is one).
+Each option is documented on its field. Unknown keys, values of the wrong type (checked
+against the field's annotation: a bool is not an int, a string is not a list) and values out
+of range raise a :class:`ConfigError` that names the option (and the file, when there is one).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
+import types
+import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Union
 
 import yaml
 
+from .errors import ConfigError
 from .spectral import LAPLACIAN_KINDS
-
-
-class ConfigError(ValueError):
-    """A configuration option is unknown or has a bad value; the message names it."""
 
 
 def _choice(option: str, value: Any, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ConfigError(f"option {option!r}: expected one of {list(choices)}, got {value!r}")
+
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def _check_name(option: str, value: Any, what: str) -> None:
+    """Names become folder and W&B artifact names: letters, digits, ``.``, ``_``, ``-``."""
+    if not isinstance(value, str) or not _NAME.fullmatch(value) or ".." in value:
+        raise ConfigError(
+            f"option {option!r}: {value!r} is not a valid {what} name (letters, digits, '.', "
+            "'_' and '-', starting with a letter or digit; no path separators, no '..')"
+        )
+
+
+def _at_least(option: str, value: Any, low: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise ConfigError(f"option {option!r}: expected an int >= {low}, got {value!r}")
 
 
 class Options:
@@ -156,8 +175,13 @@ class DataConfig(Options):
         if isinstance(self.fractions, list):
             object.__setattr__(self, "fractions", tuple(self.fractions))
         fr = self.fractions
-        if len(fr) != 3 or any(f < 0 for f in fr) or abs(sum(fr) - 1) > 1e-6:
+        ok = isinstance(fr, tuple) and len(fr) == 3
+        ok = ok and all(isinstance(f, int | float) and not isinstance(f, bool) for f in fr)
+        if not ok or any(f < 0 for f in fr) or abs(sum(fr) - 1) > 1e-6:
             raise ConfigError(f"option 'fractions': expected 3 shares summing to 1, got {fr!r}")
+        if fr[0] == 0:
+            raise ConfigError(f"option 'fractions': the train share must be > 0, got {fr!r}")
+        _at_least("seed", self.seed, 0)
 
 
 @dataclass(frozen=True)
@@ -172,6 +196,12 @@ class TrainerConfig(Options):
     num_nodes: int = 1
     #: ``auto`` for one process, ``ddp`` for several (gloo on CPU, NCCL on GPUs).
     strategy: str = "auto"
+
+    def __post_init__(self) -> None:
+        _choice("accelerator", self.accelerator, ("cpu", "gpu", "cuda", "mps", "auto"))
+        if self.devices != "auto":
+            _at_least("devices", self.devices, 1)
+        _at_least("num_nodes", self.num_nodes, 1)
 
 
 @dataclass(frozen=True)
@@ -193,9 +223,7 @@ class ExtractConfig(Options):
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "shard_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ConfigError(f"option {name!r}: expected an int >= 1, got {value!r}")
+            _at_least(name, getattr(self, name), 1)
 
 
 #: Every feature but the confounds, the hidden-state probe and the log-det baseline.
@@ -227,7 +255,9 @@ class ScorerSpec(Options):
     max_epochs: int = 50
 
     def __post_init__(self) -> None:
+        _check_name("name", self.name, "scorer")
         _choice("kind", self.kind, ("threshold", "logistic"))
+        _at_least("max_epochs", self.max_epochs, 1)
         from .scorers.logistic import weight_decay_grid  # lazy: keeps config light
 
         try:
@@ -301,6 +331,9 @@ class ExperimentConfig(ExtractConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        _check_name("name", self.name, "experiment")
+        _at_least("n_boot", self.n_boot, 2)
+        _at_least("seed", self.seed, 0)
         specs = tuple(
             s if isinstance(s, ScorerSpec) else from_dict(ScorerSpec, s, "scorers")
             for s in self.scorers
@@ -380,26 +413,78 @@ T = TypeVar("T")
 
 
 def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "") -> T:
-    """Build dataclass ``cls`` from a (nested) dict, refusing unknown keys by name."""
+    """Build dataclass ``cls`` from a (nested) dict, refusing unknown keys and values of the
+    wrong type by name."""
+    prefix = f"{where}." if where else ""
+    if data is not None and not isinstance(data, Mapping):
+        raise ConfigError(
+            f"option {where or 'config'!r}: expected a section (a mapping of options), got {data!r}"
+        )
     data = dict(data or {})
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
-    prefix = f"{where}." if where else ""
     if unknown:
         raise ConfigError(
-            f"unknown option(s) {', '.join(prefix + u for u in unknown)}; "
+            f"unknown option(s) {', '.join(prefix + str(u) for u in unknown)}; "
             f"known options of {cls.__name__}: {', '.join(fields)}"
         )
+    hints = typing.get_type_hints(cls)
     kwargs = {}
     for name, value in data.items():
+        option = prefix + name
         sub = fields[name].default_factory  # nested dataclass sections
-        if dataclasses.is_dataclass(sub) and isinstance(value, dict):
-            value = from_dict(sub, value, prefix + name)
+        if dataclasses.is_dataclass(sub) and not isinstance(value, sub):
+            value = from_dict(sub, value, option)
+        else:
+            _check_type(value, hints[name], option, fields[name].type)
         kwargs[name] = value
     try:
         return cls(**kwargs)
     except ConfigError as err:
-        raise ConfigError(f"{prefix}{err}") from None
+        message = str(err)
+        if prefix and not message.startswith(prefix) and "option '" in message:
+            message = message.replace("option '", f"option '{prefix}", 1)
+        raise ConfigError(message) from None
+
+
+def _check_type(value: Any, tp: Any, option: str, shown: Any) -> None:
+    """Raise naming ``option`` unless ``value`` fits annotation ``tp`` (YAML lists fit
+    tuples; ints fit floats; a bool fits only bool)."""
+    if not _fits(value, tp):
+        raise ConfigError(f"option {option!r}: expected {shown}, got {value!r}")
+
+
+def _fits(value: Any, tp: Any) -> bool:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any:
+        return True
+    if origin in (Union, types.UnionType):
+        return any(_fits(value, a) for a in args)
+    if tp is type(None):
+        return value is None
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if tp is str:
+        return isinstance(value, str)
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_fits(v, args[0]) for v in value)
+        return len(value) == len(args) and all(
+            _fits(v, a) for v, a in zip(value, args, strict=True)
+        )
+    if origin is dict:
+        return isinstance(value, Mapping) and all(
+            _fits(k, args[0]) and _fits(v, args[1]) for k, v in value.items()
+        )
+    if dataclasses.is_dataclass(tp):
+        return isinstance(value, tp | Mapping)
+    return isinstance(value, tp)
 
 
 def load_yaml(path: str | Path, cls: type[T]) -> T:

@@ -2,12 +2,19 @@
 -> evaluate on test with intervals -> analyses, plots, W&B, results on disk.
 
 ``run_experiment(cfg)`` returns the metrics, so tests call it as ``train.py`` does.
+
+Each run writes a fresh folder ``<results_dir>/<name>/<YYYYmmdd-HHMMSS>/``; when (and only
+when) it succeeds, ``<results_dir>/<name>/latest`` is pointed at it. A failed run leaves its
+folder with ``status.json`` saying why, and never mixes with an earlier run's files. The
+records are checked before any model loads: empty data, one class, or a split that would be
+empty or hold one class stop the run with a message that says what to change.
 """
 
 from __future__ import annotations
 
 import csv
-import json
+import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,10 +22,14 @@ from typing import Any
 import numpy as np
 import yaml
 
-from . import analysis, plots
+from . import analysis, jsonio, plots
+from .atomic import atomic_write_text
 from .bundle import from_fitted
 from .config import ExperimentConfig, ScorerSpec
 from .data.records import write_jsonl
+from .data.sources import load_records
+from .data.splits import SPLITS, check_splits
+from .errors import ConfigError, DataError
 from .extract import extract
 from .featuredata import FeatureDataModule, SplitArrays, select_features
 from .metrics import evaluate_scores
@@ -71,35 +82,124 @@ def prepare_data(cfg: ExperimentConfig) -> None:
     from .data import BUILDERS
 
     if cfg.build.builder not in BUILDERS:
-        raise ValueError(
+        raise ConfigError(
             f"option 'build.builder': unknown {cfg.build.builder!r}; known: {sorted(BUILDERS)}"
         )
     write_jsonl(BUILDERS[cfg.build.builder](**cfg.build.options), source)
 
 
+def new_run_dir(root: Path) -> Path:
+    """A fresh ``root/<YYYYmmdd-HHMMSS>[-n]`` folder; a clear error if ``root`` is not
+    writable."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        for n in range(1000):
+            run = root / (stamp if n == 0 else f"{stamp}-{n}")
+            try:
+                run.mkdir()
+                return run
+            except FileExistsError:
+                continue
+    except PermissionError as err:
+        raise ConfigError(
+            f"option 'results_dir': cannot write results to {root} ({err.strerror}); choose "
+            "a writable folder"
+        ) from None
+    raise ConfigError(f"option 'results_dir': {root} already holds 1000 runs of {stamp}")
+
+
+def mark_latest(root: Path, run: Path) -> None:
+    """Point ``root/latest`` at ``run`` (a relative link, replaced atomically)."""
+    tmp = root / f".latest-{os.getpid()}"
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(run.name, target_is_directory=True)
+    os.replace(tmp, root / "latest")
+
+
+def resolve_run(folder: str | Path) -> Path:
+    """A run folder: ``folder`` itself when it holds a run, else its ``latest`` run."""
+    folder = Path(folder)
+    if (folder / "metrics.json").is_file():
+        return folder
+    latest = folder / "latest"
+    if (latest / "metrics.json").is_file():
+        return latest.resolve()
+    raise ConfigError(
+        f"{folder} holds no finished run (no metrics.json, and no 'latest' link to a "
+        "successful run)"
+    )
+
+
+def check_records(cfg: ExperimentConfig):
+    """The experiment's records, checked before any model loads."""
+    if 0 in cfg.data.fractions:
+        raise ConfigError(
+            f"option 'data.fractions': an experiment needs train, calib and test shares > 0, "
+            f"got {list(cfg.data.fractions)}"
+        )
+    records = load_records(cfg.data.source, cfg.data.mapping)
+    check_splits(
+        records, cfg.data.fractions, cfg.data.seed, source=str(cfg.data.source), both_classes=True
+    )
+    return records
+
+
+def _check_extracted(arrays: dict, n_skipped: int) -> None:
+    """After extraction, skipped (too long) records may have emptied a split."""
+    for split in SPLITS:
+        y = arrays[split].y
+        if len(set(y.tolist())) < 2:
+            raise DataError(
+                f"after {n_skipped} record(s) were skipped as too long, split {split!r} holds "
+                f"{len(y)} record(s) of {len(set(y.tolist()))} class(es); raise "
+                "capture.max_tokens or set capture.overflow: truncate"
+            )
+
+
 def run_experiment(cfg: ExperimentConfig) -> dict[str, dict[str, float]]:
-    """Run ``cfg`` end to end; returns ``{scorer: {metric: value, metric_lo, metric_hi}}``."""
-    out_dir = Path(cfg.results_dir) / cfg.name
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """Run ``cfg`` end to end; returns ``{scorer: {metric: value, metric_lo, metric_hi}}``.
+
+    Writes a fresh run folder (see the module docstring) and points ``latest`` at it."""
+    root = Path(cfg.results_dir) / cfg.name
+    out_dir = new_run_dir(root)
     resolved = cfg.to_dict()
     (out_dir / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+    try:
+        metrics = _run(cfg, out_dir, resolved)
+    except BaseException as err:
+        status = {"status": "failed", "error": f"{type(err).__name__}: {err}"}
+        jsonio.write_json(out_dir / "status.json", status)
+        raise
+    jsonio.write_json(out_dir / "status.json", {"status": "succeeded"})
+    mark_latest(root, out_dir)
+    print(comparison_table(metrics))
+    print(f"results: {out_dir} (also {root / 'latest'})")
+    return metrics
+
+
+def _run(cfg: ExperimentConfig, out_dir: Path, resolved: dict) -> dict:
+    prepare_data(cfg)
+    records = check_records(cfg)
     tracker = Tracker(cfg.wandb, cfg.name, out_dir, resolved)
     try:
-        prepare_data(cfg)
-        store = extract(cfg.extract_config()).store
+        store = extract(cfg.extract_config(), records=records).store
         dm = FeatureDataModule(store)
         dm.setup()
-        train, calib, test = (dm.arrays(s) for s in ("train", "calib", "test"))
+        arrays = {s: dm.arrays(s) for s in SPLITS}
+        _check_extracted(arrays, dm.n_skipped)
+        train, calib, test = (arrays[s] for s in SPLITS)
         fitted = [
             fit_scorer(spec, dm.names, train, calib, _curves(tracker, spec)) for spec in cfg.scorers
         ]
         metrics, probs = evaluate_all(fitted, test, cfg.n_boot, cfg.seed)
         layer_rows = analysis.layer_auroc(dm.names, calib, test)
         audit_rows = analysis.confound_audit(dm.names, train, calib, test)
-        _write_json(
+        jsonio.write_json(
             out_dir / "metrics.json",
             {
                 "experiment": cfg.name,
+                "run": out_dir.name,
                 "store": str(store.path),
                 "n": {
                     "train": len(train.y),
@@ -121,7 +221,6 @@ def run_experiment(cfg: ExperimentConfig) -> dict[str, dict[str, float]]:
             tracker.log_artifact(store.path, f"store-{cfg.name}", "feature-store")
     finally:
         tracker.finish()
-    print(comparison_table(metrics))
     return metrics
 
 
@@ -198,12 +297,11 @@ def _plots(out_dir: Path, names, test: SplitArrays, probs, metrics, layer_rows) 
     return paths
 
 
-def _write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=1, default=float))
-
-
 def _write_csv(path: Path, rows: list[dict]) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else [])
-        writer.writeheader()
-        writer.writerows(rows)
+    import io
+
+    buf = io.StringIO(newline="")
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else [])
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buf.getvalue())

@@ -22,8 +22,9 @@ from .config import ExtractConfig
 from .data.datamodule import TextDataModule, TextItem
 from .data.records import Record
 from .data.sources import load_records
+from .data.splits import check_splits
 from .models import load_frozen
-from .store import FeatureStore, fingerprint, new_run_tag, store_key
+from .store import FeatureStore, fingerprint, new_run_tag, store_key, store_lock
 
 
 class ExtractionModule(L.LightningModule):
@@ -165,23 +166,35 @@ class ExtractResult:
 def dataset_fingerprint(records: Sequence[Record], fractions: Sequence[float], seed: int) -> str:
     """What determines a store's rows: every record's id, text, label, group, and the split
     inputs (fractions, seed)."""
-    rows = sorted((r.id, r.full_text, r.solution_start, r.label, r.group) for r in records)
+    rows = sorted((r.id, r.full_text, r.solution_start or 0, r.label, r.group) for r in records)
     return fingerprint({"records": rows, "fractions": list(fractions), "seed": seed})
 
 
 def extract(
-    cfg: ExtractConfig, records: Sequence[Record] | None = None, **trainer_kwargs: Any
+    cfg: ExtractConfig,
+    records: Sequence[Record] | None = None,
+    repair: bool = False,
+    **trainer_kwargs: Any,
 ) -> ExtractResult:
     """Extract ``cfg.data`` with ``cfg.model`` under ``cfg.capture`` into a feature store.
+
+    The records are checked (not empty, every split non-empty) before the model loads. The
+    store is locked for the whole run: a second extraction on it waits.
 
     Args:
         cfg: the extraction config.
         records: records to use instead of loading ``cfg.data.source``.
+        repair: first set damaged, foreign and duplicated shards aside (``quarantine/``)
+            and add checksums to older shards; their records are then re-extracted.
         **trainer_kwargs: overrides for ``lightning.Trainer`` (``devices``, ``strategy``...).
     """
     start = time.perf_counter()
     if records is None:
         records = load_records(cfg.data.source, cfg.data.mapping)
+    check_splits(records, cfg.data.fractions, cfg.data.seed, source=str(cfg.data.source))
+    if cfg.capture.span == "solution":
+        for r in records:
+            r.span_start("solution")  # a text without a solution span is named now
     lm = load_frozen(cfg.model)
     capture = SpectralCapture(lm, cfg.capture)
     dataset = dataset_fingerprint(records, cfg.data.fractions, cfg.data.seed)
@@ -192,10 +205,18 @@ def extract(
         "feature_names": capture.names,
     }
     path = Path(cfg.store) if cfg.store else default_store_path(cfg, manifest)
+    with store_lock(path):
+        return _extract_locked(cfg, records, capture, manifest, path, repair, start, trainer_kwargs)
+
+
+def _extract_locked(cfg, records, capture, manifest, path, repair, start, trainer_kwargs):
     store = FeatureStore(path, manifest)
+    repair_report = store.repair() if repair else None
+    if repair_report is not None:
+        print(repair_report.summary())
     dm = PendingDataModule(
         records,
-        lm.tokenizer,
+        capture.lm.tokenizer,
         store=store,
         max_tokens=capture.max_tokens,
         overflow=cfg.capture.overflow,

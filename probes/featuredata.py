@@ -12,8 +12,8 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from .config import ConfigError
 from .data.splits import SPLITS
+from .errors import ConfigError
 from .store import FeatureStore
 
 

@@ -81,12 +81,19 @@ def evaluate_scores(
     groups: Sequence[str],
     n_boot: int = 500,
     seed: int = 0,
-) -> dict[str, float]:
-    """Every metric with its interval: ``{auroc, auroc_lo, auroc_hi, ...}``."""
+) -> dict[str, float | str]:
+    """Every metric with its interval: ``{auroc, auroc_lo, auroc_hi, ...}``; a metric that
+    is undefined (NaN) gets a ``<metric>_reason`` entry saying why."""
     point = point_metrics(p, y, decision)
     ci = grouped_bootstrap(p, y, decision, groups, n_boot, seed)
-    out: dict[str, float] = {}
+    out: dict[str, float | str] = {}
     for name in METRICS:
         out[name] = point[name]
         out[f"{name}_lo"], out[f"{name}_hi"] = ci[name]
+        if np.isnan(point[name]):
+            out[f"{name}_reason"] = "undefined: the sample holds one class"
+        elif np.isnan(ci[name][0]):
+            out[f"{name}_lo_reason"] = out[f"{name}_hi_reason"] = (
+                "undefined: no bootstrap resample held both classes"
+            )
     return out

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from .config import ModelConfig
+from .errors import ProbesError
 
 EAGER_FIX = (
     "load the model with attn_implementation='eager' "
@@ -28,11 +29,11 @@ EAGER_FIX = (
 )
 
 
-class AttentionUnavailableError(RuntimeError):
+class AttentionUnavailableError(ProbesError, RuntimeError):
     """The model does not return attention weights (SDPA or flash attention)."""
 
 
-class ModelPackageMissingError(ImportError):
+class ModelPackageMissingError(ProbesError, ImportError):
     """The package that ships an embedded model is not installed."""
 
 

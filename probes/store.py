@@ -8,35 +8,96 @@ A store is a folder::
                                      values (n, F) float64, n_tokens (n,), truncated (n,),
                                      skipped (n,); metadata: ids, labels, groups, splits (JSON)
     index.json                       the merged index, rewritten after each extraction
+    quarantine/                      shards set aside by ``--repair`` (never deleted)
+    .lock                            held by the extraction that writes the store
 
 Each shard is written to a temporary file and renamed into place, so a shard either exists
 whole or not at all: after Ctrl-C or ``kill -9`` a rerun extracts only the records that no
 shard holds. Ranks of a distributed run write their own shards; reading merges them.
+
+Each shard carries, in its header, the sha256 of its tensors (names, dtypes, shapes, bytes)
+and of its index entries (ids, labels, groups, splits); every read recomputes it. A damaged,
+truncated or foreign file, or a record held by two shards, raises a :class:`StoreError` that
+names the file and the command that repairs the store: ``probes extract --repair`` moves
+such shards to ``quarantine/`` and re-extracts only their records. Shards written before
+checksums existed are read as they are; ``--repair`` adds their checksums.
+
+One extraction at a time writes a store: :func:`store_lock` holds ``.lock`` (a
+``filelock`` lock, released by the OS if the process dies); a second one waits for it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import shutil
+import sys
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import filelock
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .atomic import atomic_path, atomic_write_text
-from .config import ConfigError
+from .errors import ConfigError, StoreError
 
 FORMAT_VERSION = 1
+INDEX_KEYS = ("ids", "labels", "groups", "splits")
+TENSOR_KEYS = ("values", "n_tokens", "truncated", "skipped")
 
 
 class StoreMismatchError(ConfigError):
     """The store on disk was made with another model, capture config or dataset."""
+
+
+def shard_checksum(tensors: dict[str, torch.Tensor], index: dict[str, str]) -> str:
+    """sha256 over every tensor (name, dtype, shape, bytes) and the JSON index entries."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    for key in sorted(index):
+        h.update(f"{key}|{index[key]}|".encode())
+    return h.hexdigest()
+
+
+@dataclass
+class Shard:
+    """One shard as read and verified: its index entries and tensors."""
+
+    path: Path
+    meta: dict[str, list]
+    tensors: dict[str, torch.Tensor]
+    has_checksum: bool
+
+
+@dataclass
+class RepairReport:
+    """What ``FeatureStore.repair`` did; every moved file is in ``quarantine/``."""
+
+    damaged: list[str] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)
+    checksummed: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        if not (self.damaged or self.duplicates or self.checksummed):
+            return "repair: every shard is whole; nothing to do"
+        parts = []
+        if self.damaged:
+            parts.append(f"{len(self.damaged)} damaged or foreign file(s) set aside")
+        if self.duplicates:
+            parts.append(f"{len(self.duplicates)} shard(s) repeating records set aside")
+        if self.checksummed:
+            parts.append(f"{len(self.checksummed)} older shard(s) given checksums")
+        return "repair: " + "; ".join(parts) + " (set-aside files are in quarantine/)"
 
 
 def fingerprint(payload: Any) -> str:
@@ -77,9 +138,13 @@ class FeatureStore:
     def __init__(self, path: str | Path, manifest: dict[str, Any]):
         self.path = Path(path)
         self.manifest = {"format_version": FORMAT_VERSION, **manifest}
+        self._warned_legacy = False
         existing = self.path / "manifest.json"
         if existing.exists():
-            on_disk = json.loads(existing.read_text())
+            try:
+                on_disk = json.loads(existing.read_text())
+            except json.JSONDecodeError as err:
+                raise StoreError(f"{existing}: not valid JSON ({err})") from None
             diff = _diff(on_disk, self.manifest)
             if diff:
                 raise StoreMismatchError(
@@ -97,8 +162,11 @@ class FeatureStore:
         """Open an existing store as it is (no settings to compare)."""
         manifest = Path(path) / "manifest.json"
         if not manifest.is_file():
-            raise FileNotFoundError(f"{path} is not a feature store (no manifest.json)")
-        data = json.loads(manifest.read_text())
+            raise StoreError(f"{path} is not a feature store (no manifest.json)")
+        try:
+            data = json.loads(manifest.read_text())
+        except json.JSONDecodeError as err:
+            raise StoreError(f"{manifest}: not valid JSON ({err})") from None
         data.pop("format_version", None)
         return cls(path, data)
 
@@ -110,12 +178,8 @@ class FeatureStore:
         return sorted((self.path / "shards").glob("*.safetensors"))
 
     def done_ids(self) -> set[str]:
-        """Record ids already in some shard (reads shard headers only)."""
-        done: set[str] = set()
-        for path in self.shard_paths():
-            with safe_open(path, framework="pt") as f:
-                done.update(json.loads(f.metadata()["ids"]))
-        return done
+        """Record ids already in some shard (every shard verified)."""
+        return {rid for shard in self.shards() for rid in shard.meta["ids"]}
 
     def write_shard(
         self,
@@ -133,29 +197,109 @@ class FeatureStore:
             index: ``ids``, ``labels``, ``groups``, ``splits`` lists of length ``n``.
         """
         if rows["values"].shape[1] != len(self.names):
-            raise ValueError(
+            raise StoreError(
                 f"shard has {rows['values'].shape[1]} features, store has {len(self.names)}"
             )
         final = self.path / "shards" / f"{run}-r{rank:03d}-{seq:05d}.safetensors"
         tensors = {k: v.contiguous() for k, v in rows.items()}
-        with atomic_path(final) as tmp:
-            save_file(tensors, tmp, metadata={k: json.dumps(list(v)) for k, v in index.items()})
+        self._save(final, tensors, {k: json.dumps(list(v)) for k, v in index.items()})
         return final
 
-    def read(self) -> StoredFeatures:
-        """Merge every shard, sorted by record id; a record in two shards is an error."""
-        parts, where = [], {}
-        for path in self.shard_paths():
+    @staticmethod
+    def _save(path: Path, tensors: dict[str, torch.Tensor], index: dict[str, str]) -> None:
+        metadata = {**index, "sha256": shard_checksum(tensors, index)}
+        with atomic_path(path) as tmp:
+            save_file(tensors, tmp, metadata=metadata)
+
+    def repair_hint(self) -> str:
+        return (
+            f"run `probes extract --store {self.path} --repair` with the same config to set "
+            "the damaged shards aside and re-extract only their records"
+        )
+
+    def read_shard(self, path: Path) -> Shard:
+        """Read one shard and verify it; anything wrong raises :class:`StoreError` naming
+        the file and the repair command."""
+
+        def bad(problem: str) -> StoreError:
+            return StoreError(f"{path}: {problem}; {self.repair_hint()}")
+
+        try:
             with safe_open(path, framework="pt") as f:
-                meta = {k: json.loads(v) for k, v in f.metadata().items()}
+                raw = f.metadata()
                 tensors = {k: f.get_tensor(k) for k in f.keys()}
-            for rid in meta["ids"]:
+        except Exception as err:  # safetensors raises its own types for truncated files
+            raise bad(f"damaged shard, cannot be read ({err})") from None
+        if not raw or not set(INDEX_KEYS) <= set(raw) or set(tensors) != set(TENSOR_KEYS):
+            raise bad("not a shard of this store (foreign file: no shard index or tensors)")
+        index = {k: raw[k] for k in INDEX_KEYS}
+        has_checksum = "sha256" in raw
+        if has_checksum and shard_checksum(tensors, index) != raw["sha256"]:
+            raise bad("damaged shard (sha256 of its tensors and index does not match)")
+        try:
+            meta = {k: json.loads(v) for k, v in index.items()}
+        except json.JSONDecodeError:
+            raise bad("damaged shard (its index is not JSON)") from None
+        n = len(meta["ids"])
+        lengths = [len(v) for v in meta.values()] + [len(t) for t in tensors.values()]
+        if any(m != n for m in lengths) or tensors["values"].shape[1:] != (len(self.names),):
+            raise bad("damaged shard (index and tensors disagree in length or width)")
+        return Shard(path, meta, tensors, has_checksum)
+
+    def shards(self) -> list[Shard]:
+        """Every shard, verified; a record in two shards raises."""
+        out, where = [], {}
+        for path in self.shard_paths():
+            shard = self.read_shard(path)
+            for rid in shard.meta["ids"]:
                 if rid in where:
-                    raise ValueError(
-                        f"record {rid!r} is in two shards: {where[rid]} and {path.name}"
+                    raise StoreError(
+                        f"{self.path}: record {rid!r} is in two shards, {where[rid]} and "
+                        f"{path.name} (two extractions ran at once on an older version); "
+                        f"{self.repair_hint()}"
                     )
                 where[rid] = path.name
-            parts.append((meta, tensors))
+            out.append(shard)
+        legacy = [s.path.name for s in out if not s.has_checksum]
+        if legacy and not self._warned_legacy:
+            self._warned_legacy = True
+            print(
+                f"probes: {len(legacy)} shard(s) of {self.path} predate checksums and are "
+                "read unverified; `probes extract --repair` adds their checksums",
+                file=sys.stderr,
+            )
+        return out
+
+    def repair(self) -> RepairReport:
+        """Set aside (into ``quarantine/``) every damaged or foreign file and every shard
+        that repeats records of an earlier one; add checksums to older shards. The records
+        of set-aside shards are then missing, and the next extraction fills them in."""
+        report, seen = RepairReport(), set()
+        quarantine = self.path / "quarantine"
+        for path in self.shard_paths():
+            try:
+                shard = self.read_shard(path)
+            except StoreError:
+                quarantine.mkdir(exist_ok=True)
+                shutil.move(path, quarantine / path.name)
+                report.damaged.append(path.name)
+                continue
+            ids = set(shard.meta["ids"])
+            if ids & seen:
+                quarantine.mkdir(exist_ok=True)
+                shutil.move(path, quarantine / path.name)
+                report.duplicates.append(path.name)
+                continue
+            seen |= ids
+            if not shard.has_checksum:
+                index = {k: json.dumps(shard.meta[k]) for k in INDEX_KEYS}
+                self._save(path, shard.tensors, index)
+                report.checksummed.append(path.name)
+        return report
+
+    def read(self) -> StoredFeatures:
+        """Merge every shard (verified), sorted by record id."""
+        parts = [(shard.meta, shard.tensors) for shard in self.shards()]
         ids = [rid for meta, _ in parts for rid in meta["ids"]]
         order = sorted(range(len(ids)), key=ids.__getitem__)
         F = len(self.names)
@@ -199,6 +343,49 @@ class FeatureStore:
         path = self.path / "index.json"
         atomic_write_text(path, json.dumps(rows, indent=0))
         return path
+
+
+def _is_rank_zero() -> bool:
+    """Whether this process is rank 0 of its run, from the variables that torchrun, SLURM
+    and Lightning's launcher set (none set: one process, rank 0)."""
+    for name in ("RANK", "SLURM_PROCID"):
+        if name in os.environ:
+            return int(os.environ[name]) == 0
+    local = int(os.environ.get("LOCAL_RANK", 0))
+    node = int(os.environ.get("NODE_RANK", os.environ.get("GROUP_RANK", 0)))
+    return local == 0 and node == 0
+
+
+@contextlib.contextmanager
+def store_lock(path: str | Path, timeout: float = -1) -> Iterator[None]:
+    """Hold ``<store>/.lock`` for the block, so one extraction writes a store at a time.
+
+    Only rank 0 of a distributed run takes it: the other ranks are that run's own workers.
+    A second extraction waits (``timeout`` seconds, -1 for as long as it takes) and says so.
+    """
+    if not _is_rank_zero():
+        yield
+        return
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    lock = filelock.FileLock(path / ".lock")
+    try:
+        lock.acquire(timeout=0)
+    except filelock.Timeout:
+        print(
+            f"probes: another extraction is writing {path}; waiting for it to finish",
+            file=sys.stderr,
+        )
+        try:
+            lock.acquire(timeout=timeout)
+        except filelock.Timeout:
+            raise StoreError(
+                f"{path}: another extraction still holds {path / '.lock'} after {timeout} s"
+            ) from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def new_run_tag() -> str:

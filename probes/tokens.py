@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from .errors import ProbesError, RecordError
 
-class TextTooLongError(ValueError):
+
+class TextTooLongError(ProbesError, ValueError):
     """A text is longer than ``max_tokens`` under ``overflow: error``."""
 
 
@@ -55,7 +57,7 @@ def tokenize_records(
     out = []
     for i, (rid, text) in enumerate(zip(ids, texts, strict=True)):
         if not isinstance(text, str) or not text.strip():
-            raise ValueError(f"record {rid!r} (#{i}): text is empty")
+            raise RecordError(f"record {rid!r} (#{i}): text is empty")
         # GGUF vocabularies get different special tokens in transformers 4.x and 5.x: none.
         enc = tokenizer(
             text, add_special_tokens=False, return_offsets_mapping=span_starts is not None
@@ -79,7 +81,7 @@ def tokenize_records(
             continue
         tokens = tokens[:max_tokens]
         if len(tokens) - start < MIN_SPAN_TOKENS:
-            raise ValueError(
+            raise RecordError(
                 f"record {rid!r} (#{i}): the analysed span has {max(0, len(tokens) - start)} "
                 f"token(s); at least {MIN_SPAN_TOKENS} are needed"
             )
@@ -90,7 +92,7 @@ def tokenize_records(
 def _first_token_at(offsets, char_start: int, rid: str, i: int, n_chars: int) -> int:
     """Index of the first token that ends after character ``char_start``."""
     if not 0 <= char_start < n_chars:
-        raise ValueError(f"record {rid!r} (#{i}): span start {char_start} is outside the text")
+        raise RecordError(f"record {rid!r} (#{i}): span start {char_start} is outside the text")
     for t, (_, end) in enumerate(offsets):
         if end > char_start:
             return t

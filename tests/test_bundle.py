@@ -13,6 +13,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from probes.bundle import BundleError, Scorer, from_fitted
+from probes.data.records import Record
+from probes.errors import RecordError
 from probes.capture import SpectralCapture
 from probes.config import CaptureConfig, ScorerSpec
 from probes.experiment import fit_scorer
@@ -65,16 +67,23 @@ def test_round_trip_in_a_fresh_process(tmp_path, fitted, name):
     assert set(np.unique(Scorer.load(path).predict(TEXTS))) <= {0, 1}
 
 
-def _copy(tmp_path, scorer, mutate_meta=None, mutate_tensors=None):
+def _copy(tmp_path, scorer, mutate_meta=None, mutate_tensors=None, restamp=True):
+    """A saved copy of ``scorer`` with its files changed; ``restamp`` records the changed
+    files' checksums, so that the value checks (not only the checksums) are tested."""
+    from probes.bundle import _meta_sha, _sha256
+
     path = scorer.save(tmp_path / "b")
     meta = json.loads((path / "scorer.json").read_text())
     tensors = load_file(path / "weights.safetensors")
-    if mutate_meta:
-        mutate_meta(meta)
-        (path / "scorer.json").write_text(json.dumps(meta))
     if mutate_tensors:
         mutate_tensors(tensors)
         save_file(tensors, path / "weights.safetensors")
+    if mutate_meta:
+        mutate_meta(meta)
+    if restamp and isinstance(meta, dict):
+        weights = _sha256((path / "weights.safetensors").read_bytes())
+        meta["integrity"] = {"weights.safetensors": weights, "scorer.json": _meta_sha(meta)}
+    (path / "scorer.json").write_text(json.dumps(meta))
     return path
 
 
@@ -127,8 +136,20 @@ def test_loading_never_unpickles(tmp_path, fitted):
     assert not marker.exists()
     # A pickle in place of the weights is refused, not executed.
     (path / "weights.safetensors").write_bytes(pickle.dumps(Boom()))
-    with pytest.raises(BundleError, match="not a safetensors file"):
+    with pytest.raises(BundleError, match="weights.safetensors: damaged or replaced"):
         Scorer.load(path)
+    assert not marker.exists()
+    # Even with its checksum recorded, a pickle is refused as no safetensors file.
+    restamped = _copy(tmp_path / "q", scorer, mutate_tensors=lambda t: None)
+    (restamped / "weights.safetensors").write_bytes(pickle.dumps(Boom()))
+    meta = json.loads((restamped / "scorer.json").read_text())
+    from probes.bundle import _meta_sha, _sha256
+
+    meta["integrity"]["weights.safetensors"] = _sha256(pickle.dumps(Boom()))
+    meta["integrity"]["scorer.json"] = _meta_sha(meta)
+    (restamped / "scorer.json").write_text(json.dumps(meta))
+    with pytest.raises(BundleError, match="not a safetensors file"):
+        Scorer.load(restamped)
     assert not marker.exists()
 
 
@@ -144,7 +165,7 @@ def test_probes_score_skips_a_malformed_line_and_reports_it(tmp_path, fitted, ca
     out = tmp_path / "out.jsonl"
     assert main(["score", "--scorer", str(bundle), "--input", str(src), "--output", str(out)]) == 0
     err = capsys.readouterr().err
-    assert f"{src}:3: " in err and "skipped bad line" in err
+    assert f"probes score: skipped {src}:3: malformed JSON" in err
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["id"] for r in rows] == ["r0", "r1", "r2", "r3"]
     want = scorer.predict_proba(TEXTS[:4])[:, 1]
@@ -165,7 +186,7 @@ def test_probes_score_skips_a_malformed_line_and_reports_it(tmp_path, fitted, ca
                 "--strict",
             ]
         )
-        == 2
+        == 1
     )
     assert f"{src}:3:" in capsys.readouterr().err and not strict_out.exists()
 
@@ -175,7 +196,9 @@ def test_export_copies_a_bundle_from_results(tmp_path, fitted, capsys):
 
     _, scorer, _ = fitted["thr"]
     results = tmp_path / "results"
-    scorer.save(results / "bundles" / "thr")
+    scorer.save(results / "run1" / "bundles" / "thr")
+    (results / "run1" / "metrics.json").write_text("{}")
+    (results / "latest").symlink_to("run1")
 
     def export(name: str, out: str) -> int:
         args = ["export", "--results", str(results), "--scorer", name, "--out", str(tmp_path / out)]
@@ -183,7 +206,7 @@ def test_export_copies_a_bundle_from_results(tmp_path, fitted, capsys):
 
     assert export("thr", "x") == 0
     assert Scorer.load(tmp_path / "x").meta == scorer.meta
-    assert export("nope", "y") == 2
+    assert export("nope", "y") == 1
     assert "available: ['thr']" in capsys.readouterr().err
 
 
@@ -192,10 +215,12 @@ def test_solution_span_scorers_find_the_solution_in_record_texts(tiny_llama, fit
     meta = {**scorer.meta, "capture": {**scorer.meta["capture"], "span": "solution"}}
     solution_scorer = Scorer(meta, scorer.tensors)
     texts = [f"Problem: {t.split('=')[0]}?\nSolution: {t}" for t in TEXTS[:3]]
-    starts = [t.index("\nSolution: ") + len("\nSolution: ") for t in texts]
+    records = [
+        Record(id=str(i), label=None, group=str(i), problem=t.split("=")[0] + "?", solution=t)
+        for i, t in enumerate(TEXTS[:3])
+    ]
     np.testing.assert_allclose(
-        solution_scorer.predict_proba(texts),
-        solution_scorer.predict_proba(texts, span_starts=starts),
+        solution_scorer.predict_proba(texts), solution_scorer.predict_proba(records)
     )
-    with pytest.raises(BundleError, match="reads the solution only"):
+    with pytest.raises(RecordError, match="text has no .* marker"):
         solution_scorer.predict_proba(TEXTS[:1])

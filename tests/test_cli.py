@@ -15,7 +15,7 @@ def test_inspect_prints_a_row_per_layer(capsys):
 
 
 def test_inspect_reports_bad_layers_without_a_traceback(capsys):
-    assert main(["inspect", "--model", "tiny-gpt2", "--layers", "7"]) == 2
+    assert main(["inspect", "--model", "tiny-gpt2", "--layers", "7"]) == 1
     assert "option 'layers': index 7 is out of range" in capsys.readouterr().err
 
 
@@ -30,7 +30,7 @@ def test_data_build_and_describe(tmp_path, capsys):
 
 
 def test_data_build_rejects_options_a_builder_does_not_take(tmp_path, capsys):
-    assert main(["data", "build", "champ", "--n", "5", "--out", str(tmp_path / "c.jsonl")]) == 2
+    assert main(["data", "build", "champ", "--n", "5", "--out", str(tmp_path / "c.jsonl")]) == 1
     assert "builder 'champ' takes no option(s) ['n']" in capsys.readouterr().err
 
 

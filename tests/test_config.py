@@ -13,7 +13,7 @@ def test_unknown_option_is_named(tmp_path):
 
 
 def test_bad_value_is_named():
-    with pytest.raises(ConfigError, match="capture.option 'heads': expected one of"):
+    with pytest.raises(ConfigError, match="option 'capture.heads': expected one of"):
         from_dict(InspectConfig, {"capture": {"heads": "max"}})
     with pytest.raises(ConfigError, match="option 'k'"):
         CaptureConfig(k=0)

@@ -121,7 +121,7 @@ def test_rerun_with_a_changed_capture_option_is_refused(tmp_path, records_file, 
     out = run_cli(
         ["extract", "--config", cfg, "--store", str(reference_store.path), "--heads", "mean"]
     )
-    assert out.returncode == 2
+    assert out.returncode == 1
     assert (
         "was made with other settings" in out.stderr
         and "capture.heads: 'each' -> 'mean'" in out.stderr

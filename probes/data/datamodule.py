@@ -88,7 +88,7 @@ class TextDataModule(L.LightningDataModule):
             assignment = assign_splits(records, self.fractions, self.seed)
             if self.split_file is not None:
                 save_splits(assignment, self.split_file, self.seed, self.fractions)
-        starts = [r.solution_start for r in records] if self.span == "solution" else None
+        starts = [r.span_start("solution") for r in records] if self.span == "solution" else None
         toks = tokenize_records(
             self.tokenizer,
             [r.full_text for r in records],

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..atomic import atomic_write_text
+from ..errors import ConfigError, DataError
 from .records import Record
 
 SPLITS = ("train", "calib", "test")
@@ -28,7 +29,7 @@ def assign_splits(
     below its target count for the group's classes.
     """
     if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
-        raise ValueError(
+        raise ConfigError(
             f"option 'fractions': expected 3 non-negative values summing to 1, got {fractions}"
         )
     groups: dict[str, list[Record]] = defaultdict(list)
@@ -62,6 +63,46 @@ def _deficit(split: str, counts: Counter, target: dict, current: Counter) -> flo
     )
 
 
+def check_splits(
+    records: Sequence[Record],
+    fractions: Sequence[float],
+    seed: int,
+    source: str = "the records",
+    both_classes: bool = False,
+) -> dict[str, str]:
+    """The split assignment, after checking that the records can serve it: not empty, and
+    every split with a share > 0 non-empty (with ``both_classes``, holding both classes, as
+    an experiment needs). Runs before any model loads; the error says what to change.
+    """
+    if not records:
+        raise DataError(f"{source}: no records")
+    labels = Counter(r.label for r in records)
+    if both_classes and len(labels) < 2:
+        (only,) = labels
+        raise DataError(
+            f"{source}: all {len(records)} records have label {only}; scoring needs valid (1) "
+            "and invalid (0) records"
+        )
+    assignment = assign_splits(records, fractions, seed)
+    n_groups = len({r.group for r in records})
+    for split, share in zip(SPLITS, fractions, strict=True):
+        rows = [r for r in records if assignment[r.id] == split]
+        if share > 0 and not rows:
+            raise DataError(
+                f"{source}: split {split!r} would be empty ({len(records)} records in "
+                f"{n_groups} group(s), data.fractions {list(fractions)}); add records or "
+                "groups, or change data.fractions"
+            )
+        if both_classes and len({r.label for r in rows}) < 2:
+            why = "is empty" if not rows else f"holds only label {rows[0].label}"
+            raise DataError(
+                f"{source}: split {split!r} {why} ({len(rows)} records; {len(records)} in "
+                f"{n_groups} group(s), data.fractions {list(fractions)}); it needs both "
+                "classes: add records or groups, or change data.fractions or data.seed"
+            )
+    return assignment
+
+
 def save_splits(assignment: dict[str, str], path: str | Path, seed: int, fractions) -> None:
     """Save the assignment; every DDP rank may call this at once (same content, unique temp)."""
     payload = {"seed": seed, "fractions": list(fractions), "splits": assignment}
@@ -75,7 +116,7 @@ def load_splits(path: str | Path, records: Sequence[Record]) -> dict[str, str]:
     ids = {r.id for r in records}
     missing, extra = ids - set(assignment), set(assignment) - ids
     if missing or extra:
-        raise ValueError(
+        raise DataError(
             f"{path}: the saved split does not match the records ({len(missing)} ids missing, "
             f"{len(extra)} unknown, e.g. {sorted(missing or extra)[:3]}); delete it to re-split"
         )
