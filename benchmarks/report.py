@@ -17,7 +17,7 @@ import shutil
 from pathlib import Path
 
 from probes.config import load_experiment
-from probes.experiment import comparison_table, run_experiment
+from probes.experiment import comparison_table, resolve_run, run_experiment
 
 EXPERIMENTS = (
     "gsm-perturb",
@@ -102,12 +102,12 @@ def main() -> None:
     sections = []
     for name in args.experiments:
         cfg = load_experiment(Path("configs") / f"{name}.yaml")
-        folder = Path(cfg.results_dir) / cfg.name
+        root = Path(cfg.results_dir) / cfg.name
         if not args.no_run:
             run_experiment(cfg)
-        elif not (folder / "metrics.json").is_file():
-            raise SystemExit(f"{folder} holds no results: run without --no-run first")
-        sections.append(section(name, folder, out.parent))
+        elif not (root / "latest" / "metrics.json").is_file():
+            raise SystemExit(f"{root} holds no successful run: run without --no-run first")
+        sections.append(section(name, resolve_run(root), out.parent))
     head = out.read_text().split(MARK)[0] if out.exists() else "# Results\n\n"
     out.write_text(head + MARK + "\n\n" + "\n".join(sections))
     print(f"wrote {out}")

@@ -101,7 +101,7 @@ def new_run_dir(root: Path) -> Path:
                 return run
             except FileExistsError:
                 continue
-    except PermissionError as err:
+    except OSError as err:
         raise ConfigError(
             f"option 'results_dir': cannot write results to {root} ({err.strerror}); choose "
             "a writable folder"

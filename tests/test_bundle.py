@@ -13,10 +13,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from probes.bundle import BundleError, Scorer, from_fitted
-from probes.data.records import Record
-from probes.errors import RecordError
 from probes.capture import SpectralCapture
 from probes.config import CaptureConfig, ScorerSpec
+from probes.data.records import Record
+from probes.errors import RecordError
 from probes.experiment import fit_scorer
 from probes.featuredata import SplitArrays
 
