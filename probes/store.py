@@ -32,6 +32,7 @@ import contextlib
 import hashlib
 import json
 import os
+import secrets
 import shutil
 import sys
 import time
@@ -201,6 +202,8 @@ class FeatureStore:
                 f"shard has {rows['values'].shape[1]} features, store has {len(self.names)}"
             )
         final = self.path / "shards" / f"{run}-r{rank:03d}-{seq:05d}.safetensors"
+        if final.exists():  # never replace a shard: its records would be lost
+            raise StoreError(f"{final}: a shard of this name exists already")
         tensors = {k: v.contiguous() for k, v in rows.items()}
         self._save(final, tensors, {k: json.dumps(list(v)) for k, v in index.items()})
         return final
@@ -389,8 +392,9 @@ def store_lock(path: str | Path, timeout: float = -1) -> Iterator[None]:
 
 
 def new_run_tag() -> str:
-    """A shard-name prefix unique to one extraction run (time + pid)."""
-    return f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+    """A shard-name prefix unique to one extraction run: time, pid and a random part (two
+    runs of one process within a second once shared a name, and a shard replaced another)."""
+    return f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{secrets.token_hex(4)}"
 
 
 def _diff(stored: dict, requested: dict, prefix: str = "") -> list[str]:

@@ -163,3 +163,12 @@ def test_metrics_of_a_one_class_sample_say_why():
     m = evaluate_scores(np.array([0.2, 0.8]), np.array([1, 1]), np.array([0, 1]), ["a", "b"], 10)
     assert m["auroc_reason"] == "undefined: the sample holds one class"
     assert json.loads(dumps(m))["auroc"] is None
+
+
+def test_data_build_refuses_to_overwrite_its_input(tmp_path, capsys):
+    from probes.cli import main
+
+    src = write_records(tmp_path / "in.jsonl", rows(4))
+    before = src.read_text()
+    assert main(["data", "build", str(src), "--out", str(src)]) == 1
+    assert "would destroy the input" in capsys.readouterr().err and src.read_text() == before

@@ -151,3 +151,24 @@ def test_two_concurrent_extractions_write_every_record_once(setup, tmp_path):
     stdout = "".join(o[0] for o in outs)
     assert stdout.count("24 extracted now") == 1 and stdout.count("24 already present") == 1
     assert_like_reference(path, ref)
+
+
+def test_a_shard_is_never_replaced(setup, tmp_path):
+    """Two runs of one process in one second once shared shard names: the second run's
+    first shard silently replaced the first run's."""
+    from probes.store import new_run_tag
+
+    assert new_run_tag() != new_run_tag()
+    _, path = copy_store(setup, tmp_path)
+    store = FeatureStore.open(path)
+    name = sorted((path / "shards").glob("*.safetensors"))[0].name
+    run, rank, seq = name.removesuffix(".safetensors").rsplit("-", 2)
+    rows = {
+        "values": torch.zeros(1, len(store.names), dtype=torch.float64),
+        "n_tokens": torch.ones(1, dtype=torch.long),
+        "truncated": torch.zeros(1, dtype=torch.bool),
+        "skipped": torch.zeros(1, dtype=torch.bool),
+    }
+    index = {"ids": ["x"], "labels": [1], "groups": ["x"], "splits": ["train"]}
+    with pytest.raises(StoreError, match="exists already"):
+        store.write_shard(run, int(rank[1:]), int(seq), rows, index)
