@@ -17,7 +17,7 @@ import json
 import numpy as np
 
 from probes import jsonio
-from probes.bundle import BundleError, Scorer
+from probes.bundle import BundleError, Scorer, check_model
 from probes.errors import report_errors
 from probes.experiment import comparison_table
 from probes.metrics import evaluate_scores
@@ -29,12 +29,10 @@ def on_store(scorers: list[Scorer], store_path: str, split: str, n_boot: int, se
     dm = FeatureDataModule(store_path)
     manifest = dm.store.manifest
     for s in scorers:
-        if s.meta["capture"] != manifest["capture"] or s.meta["model"].get(
-            "weights_hash"
-        ) != manifest["model"].get("weights_hash"):
+        check_model(s.meta, manifest["model"], other=f"store {store_path}")
+        if s.meta["capture"] != manifest["capture"]:
             raise BundleError(
-                f"bundle {s.meta['name']!r} was made with another model or capture config "
-                f"than {store_path}"
+                f"bundle {s.meta['name']!r} was made with another capture config than {store_path}"
             )
     a = dm.arrays(split)
     X, y = a.X.numpy(), a.y.numpy()

@@ -136,12 +136,17 @@ class Scorer:
             from .models import load_frozen
 
             m = self.meta["model"]
+            tok = m["tokenization"]
             lm = load_frozen(
                 ModelConfig(
-                    name_or_path=m["name_or_path"], revision=m["revision"], dtype=m["dtype"]
+                    name_or_path=m["name_or_path"],
+                    revision=m["revision"],
+                    dtype=m["dtype"],
+                    add_special_tokens=tok["add_special_tokens"],
+                    text_format=tok["text_format"],
                 )
             )
-            check_model(self.meta, lm.identity)
+            check_model(self.meta, lm.identity)  # the tokenizer must still read as it did
             capture = SpectralCapture(lm, CaptureConfig(**self.meta["capture"]))
             missing = [n for n in self.feature_names if n not in capture.names]
             if missing:
@@ -152,25 +157,18 @@ class Scorer:
     def features(self, texts: Sequence[str | Record], batch_size: int = 4, progress: bool = False):
         """The frozen model's features (an :class:`Extraction`) of texts or records.
 
-        A plain string is read as a ``text`` record. A scorer that reads the solution span
-        (``capture.span: solution``) finds it by the record rule: the ``solution`` of a
-        ``problem`` + ``solution`` record, or what follows ``\nSolution: `` in a text.
+        A plain string is read as a ``text`` record. Records are rendered under the bundle's
+        tokenization contract (text format, special tokens). A scorer that reads the
+        solution span (``capture.span: solution``) finds it by the record rule: the
+        ``solution`` of a ``problem`` + ``solution`` record, or what follows
+        ``\nSolution: `` in a text.
         """
         capture = self._capture_for_texts()
         records = [
             t if isinstance(t, Record) else Record(id=str(i), label=None, group=str(i), text=t)
             for i, t in enumerate(texts)
         ]
-        starts = None
-        if capture.cfg.span == "solution":
-            starts = [r.span_start("solution") for r in records]
-        return capture.extract(
-            [r.full_text for r in records],
-            ids=[r.id for r in records],
-            span_starts=starts,
-            batch_size=batch_size,
-            progress=progress,
-        )
+        return capture.extract_records(records, batch_size=batch_size, progress=progress)
 
     def score(
         self, texts: Sequence[str | Record], batch_size: int = 4, progress: bool = False
@@ -322,6 +320,7 @@ def validate(meta: dict, tensors: dict[str, torch.Tensor], where: str = "bundle"
         ("revision", (str, type(None))),
         ("dtype", (str,)),
         ("weights_hash", (str, type(None))),
+        ("tokenization", (dict,)),
     ):
         if key not in model or not isinstance(model[key], types):
             raise BundleError(
@@ -374,15 +373,25 @@ def validate(meta: dict, tensors: dict[str, torch.Tensor], where: str = "bundle"
         raise BundleError(f"{where}: tensor 'calib_scores' must be a sorted non-empty vector")
 
 
-def check_model(meta: dict, identity: dict) -> None:
-    """The bundle's model must be this model (name, revision, weights hash)."""
+def check_model(meta: dict, identity: dict, other: str = "model") -> None:
+    """The bundle's model must be this model: name, revision, weights hash, and the same
+    tokenization (special tokens added, text format, chat template)."""
     want = meta["model"]
     diff = [
-        k for k in ("name_or_path", "revision", "weights_hash") if want.get(k) != identity.get(k)
+        f"{k}: bundle {want.get(k)!r}, {other} {identity.get(k)!r}"
+        for k in ("name_or_path", "revision", "weights_hash")
+        if want.get(k) != identity.get(k)
+    ]
+    tok_a, tok_b = want.get("tokenization") or {}, identity.get("tokenization") or {}
+    diff += [
+        f"tokenization.{k}: bundle {tok_a.get(k)!r}, {other} {tok_b.get(k)!r}"
+        for k in sorted(set(tok_a) | set(tok_b))
+        if tok_a.get(k) != tok_b.get(k)
     ]
     if diff:
-        detail = "; ".join(f"{k}: bundle {want.get(k)!r}, model {identity.get(k)!r}" for k in diff)
-        raise BundleError(f"the bundle was made with another model ({detail})")
+        raise BundleError(
+            f"the bundle was made with another model or tokenization ({'; '.join(diff)})"
+        )
 
 
 def from_fitted(
@@ -399,7 +408,6 @@ def from_fitted(
         "name": fitted.spec.name,
         "kind": fitted.spec.kind,
         "model": model,
-        "tokenizer": {"add_special_tokens": False, "padding_side": "right"},
         "capture": capture,
         "feature_names": list(fitted.names),
         "test_metrics": metrics or {},

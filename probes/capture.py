@@ -30,7 +30,7 @@ from .errors import ProbesError
 from .features import feature_names, graph_features, reduce_heads, resolve_families
 from .models import EAGER_FIX, AttentionUnavailableError, FrozenLM
 from .spectral import NegativeEigenvalueError
-from .tokens import TextTooLongError, Tokenized, tokenize_records
+from .tokens import TextTooLongError, Tokenized, tokenize_records, tokenize_texts
 
 
 class NonFiniteAttentionError(ProbesError, FloatingPointError):
@@ -169,7 +169,8 @@ class SpectralCapture:
         batch_size: int = 4,
         progress: bool = False,
     ) -> Extraction:
-        """Features of every text.
+        """Features of every text, read as given (a plain text), with the special tokens of
+        the model's tokenization contract. :meth:`extract_records` renders records first.
 
         Args:
             texts: ``N`` texts.
@@ -188,10 +189,29 @@ class SpectralCapture:
         if self.cfg.span == "solution" and span_starts is None:
             raise ConfigError("option 'span' is 'solution' but no span_starts were given")
         starts = span_starts if self.cfg.span == "solution" else None
-        toks = tokenize_records(
-            self.lm.tokenizer, texts, ids, starts, self.max_tokens, self.cfg.overflow
+        special = self.lm.identity["tokenization"]["add_special_tokens"]
+        toks = tokenize_texts(
+            self.lm.tokenizer, texts, ids, starts, self.max_tokens, self.cfg.overflow, special
         )
-        N, F = len(texts), len(self.names)
+        return self._extract_tokens(toks, ids, batch_size, progress)
+
+    def extract_records(self, records, batch_size: int = 4, progress: bool = False) -> Extraction:
+        """Features of records, rendered and tokenized under the model's tokenization
+        contract (text format, special tokens) and the span rule, as extraction does."""
+        toks = tokenize_records(
+            records,
+            self.lm.tokenizer,
+            self.lm.identity["tokenization"],
+            self.cfg.span,
+            self.max_tokens,
+            self.cfg.overflow,
+        )
+        return self._extract_tokens(toks, [r.id for r in records], batch_size, progress)
+
+    def _extract_tokens(
+        self, toks: list[Tokenized], ids: list[str], batch_size: int, progress: bool
+    ) -> Extraction:
+        N, F = len(toks), len(self.names)
         values = torch.full((N, F), float("nan"), dtype=torch.float64)
         # Longest first: batches of similar lengths waste little on padding.
         order = sorted(

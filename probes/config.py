@@ -44,6 +44,9 @@ def _at_least(option: str, value: Any, low: int) -> None:
         raise ConfigError(f"option {option!r}: expected an int >= {low}, got {value!r}")
 
 
+TEXT_FORMATS = ("auto", "plain", "chat")
+
+
 class Options:
     """Base of every config section: ``to_dict`` gives plain JSON/YAML data."""
 
@@ -150,9 +153,21 @@ class ModelConfig(Options):
     dtype: str = "float32"
     #: ``cpu``, ``cuda`` or ``cuda:N``.
     device: str = "cpu"
+    #: Add the tokenizer's special tokens (BOS...) to every text: ``null`` (default) does what
+    #: the tokenizer does on its own (Llama, Gemma and Mistral add BOS, their attention
+    #: sink); the embedded ``smollm2-135m`` is read without (its GGUF vocabulary defines
+    #: none). Recorded in every store and bundle, and enforced when they are read.
+    add_special_tokens: bool | None = None
+    #: How a record becomes the text the model reads: ``plain`` (``Problem: ...\nSolution:
+    #: ...``), ``chat`` (the problem as the user turn and the solution as the assistant turn,
+    #: through the tokenizer's chat template; ``span: solution`` is the assistant's content),
+    #: or ``auto``: the format a record was generated in (``meta.text_format``, set by the
+    #: ``generate`` builder), else ``plain``.
+    text_format: str = "auto"
 
     def __post_init__(self) -> None:
         _choice("dtype", self.dtype, ("float32", "bfloat16", "float16"))
+        _choice("text_format", self.text_format, TEXT_FORMATS)
         if not (self.device == "cpu" or self.device.startswith("cuda")):
             raise ConfigError(f"option 'device': expected cpu, cuda or cuda:N, got {self.device!r}")
 

@@ -217,6 +217,7 @@ def _extract_locked(cfg, records, capture, manifest, path, repair, start, traine
     dm = PendingDataModule(
         records,
         capture.lm.tokenizer,
+        tokenization=capture.lm.identity["tokenization"],
         store=store,
         max_tokens=capture.max_tokens,
         overflow=cfg.capture.overflow,

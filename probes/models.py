@@ -44,6 +44,9 @@ class EmbeddedGGUF:
     package: str
     pip: str
     gguf_file: str
+    #: Read without special tokens: transformers 4.x and 5.x give this GGUF vocabulary
+    #: different ones, and the model was run here without any.
+    add_special_tokens: bool = False
 
 
 EMBEDDED_GGUF: dict[str, EmbeddedGGUF] = {
@@ -61,8 +64,9 @@ class FrozenLM:
 
     Attributes:
         model: the ``transformers`` causal LM, eager attention, eval mode, no grads.
-        tokenizer: its tokenizer; always called with ``add_special_tokens=False``.
-        identity: ``name_or_path``, ``revision``, ``weights_hash``, ``dtype``.
+        tokenizer: its tokenizer.
+        identity: ``name_or_path``, ``revision``, ``weights_hash``, ``dtype`` and
+            ``tokenization`` (see :func:`resolve_tokenization`).
         source: where the weights came from (``cache``, ``converted``, ``hub``, ``random``...).
     """
 
@@ -173,15 +177,41 @@ def load_frozen(cfg: ModelConfig | str | None = None, **overrides: Any) -> Froze
     dtype = getattr(torch, cfg.dtype)
     from . import tiny
 
+    special = cfg.add_special_tokens
     if cfg.name_or_path in tiny.TINY_MODELS:
         lm = tiny.build_tiny(cfg.name_or_path)
     elif cfg.name_or_path in EMBEDDED_GGUF:
         lm = _load_embedded_gguf(cfg.name_or_path, dtype)
+        if special is None:
+            special = EMBEDDED_GGUF[cfg.name_or_path].add_special_tokens
     else:
         lm = _load_pretrained(cfg, dtype)
     lm.model.to(device=cfg.device, dtype=dtype)
     lm.identity["dtype"] = cfg.dtype
+    lm.identity["tokenization"] = resolve_tokenization(
+        lm.tokenizer, True if special is None else special, cfg.text_format
+    )
     return lm
+
+
+def resolve_tokenization(tokenizer, add_special_tokens: bool, text_format: str) -> dict:
+    """What reading a text adds and how records become texts, as recorded in stores and
+    bundles: ``add_special_tokens``, the token ids it puts before (``prefix_ids``) and after
+    (``suffix_ids``) a text with this tokenizer, ``text_format``, and the sha256 of the chat
+    template (``None`` without one). Two readings agree when these agree."""
+    bare = list(tokenizer("x", add_special_tokens=False)["input_ids"])
+    full = list(tokenizer("x", add_special_tokens=add_special_tokens)["input_ids"])
+    at = next((i for i in range(len(full) - len(bare) + 1) if full[i : i + len(bare)] == bare), 0)
+    template = getattr(tokenizer, "chat_template", None)
+    return {
+        "add_special_tokens": bool(add_special_tokens),
+        "prefix_ids": full[:at],
+        "suffix_ids": full[at + len(bare) :],
+        "text_format": text_format,
+        "chat_template_sha256": (
+            hashlib.sha256(template.encode()).hexdigest() if isinstance(template, str) else None
+        ),
+    }
 
 
 def _load_pretrained(cfg: ModelConfig, dtype: torch.dtype) -> FrozenLM:

@@ -35,6 +35,8 @@ class TextDataModule(L.LightningDataModule):
     Args:
         records: records, or a source for :func:`probes.data.sources.load_records`.
         tokenizer: the frozen model's tokenizer.
+        tokenization: the model's tokenization contract (``FrozenLM.identity
+            ["tokenization"]``); default: plain texts without special tokens.
         max_tokens, overflow: the capture's length policy (``truncate | skip | error``).
         span: ``full`` or ``solution`` (the capture reads tokens from the solution on).
         fractions: train / calib / test shares (default 60 / 20 / 20).
@@ -52,6 +54,7 @@ class TextDataModule(L.LightningDataModule):
         records: Sequence[Record] | str | Path,
         tokenizer,
         *,
+        tokenization: dict | None = None,
         max_tokens: int = 1024,
         overflow: str = "truncate",
         span: str = "full",
@@ -64,6 +67,7 @@ class TextDataModule(L.LightningDataModule):
         super().__init__()
         self.source = records
         self.tokenizer = tokenizer
+        self.tokenization = tokenization or {"add_special_tokens": False, "text_format": "plain"}
         self.max_tokens, self.overflow, self.span = max_tokens, overflow, span
         self.fractions, self.seed = tuple(fractions), seed
         self.split_file = Path(split_file) if split_file else None
@@ -88,14 +92,8 @@ class TextDataModule(L.LightningDataModule):
             assignment = assign_splits(records, self.fractions, self.seed)
             if self.split_file is not None:
                 save_splits(assignment, self.split_file, self.seed, self.fractions)
-        starts = [r.span_start("solution") for r in records] if self.span == "solution" else None
         toks = tokenize_records(
-            self.tokenizer,
-            [r.full_text for r in records],
-            [r.id for r in records],
-            starts,
-            self.max_tokens,
-            self.overflow,
+            records, self.tokenizer, self.tokenization, self.span, self.max_tokens, self.overflow
         )
         self.items = {s: [] for s in SPLITS}
         for rec, tok in zip(records, toks, strict=True):

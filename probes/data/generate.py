@@ -45,9 +45,18 @@ def extract_answer(text: str) -> str | None:
     return normalize_number(numbers[-1]) if numbers else None
 
 
+def _user_turn(question: str) -> str:
+    """What the model was asked: the question and the answer instruction."""
+    return f"{question}\n{INSTRUCTION}"
+
+
+def _text_format(tokenizer) -> str:
+    return "chat" if getattr(tokenizer, "chat_template", None) else "plain"
+
+
 def _prompt(tokenizer, question: str) -> str:
-    content = f"{question}\n{INSTRUCTION}"
-    if getattr(tokenizer, "chat_template", None):
+    content = _user_turn(question)
+    if _text_format(tokenizer) == "chat":
         return tokenizer.apply_chat_template(
             [{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True
         )
@@ -91,6 +100,7 @@ def build_generate(
 
     lm = load_frozen(ModelConfig(name_or_path=model))
     tok = lm.tokenizer
+    special = lm.identity["tokenization"]["add_special_tokens"] and _text_format(tok) == "plain"
     problems = _problems(task, seed, n, terms, digits)
     records, empty = [], 0
     gen = torch.Generator().manual_seed(seed)
@@ -104,7 +114,8 @@ def build_generate(
                 [_prompt(tok, q) for _, q, _ in chunk],
                 return_tensors="pt",
                 padding=True,
-                add_special_tokens=False,
+                # As the capture reads it: a chat template holds its own special tokens.
+                add_special_tokens=special,
             ).to(lm.device)
             devices = [] if lm.device.type == "cpu" else [lm.device]
             # Seeded sampling without touching the caller's global random state.
@@ -131,9 +142,13 @@ def build_generate(
                         label=int(got == normalize_number(answer)),
                         group=group,
                         source=f"generate-{task}",
-                        problem=question,
+                        # The user turn as asked, so that the record is read in the
+                        # context the model generated in (meta.text_format).
+                        problem=_user_turn(question),
                         solution=solution,
                         meta={
+                            "question": question,
+                            "text_format": _text_format(tok),
                             "answer": answer,
                             "extracted": got,
                             "model": lm.identity["name_or_path"],
