@@ -3,7 +3,8 @@
 * :func:`layer_auroc`: for every (family, layer), the column and direction chosen on calib,
   then its AUROC on test.
 * :func:`confound_audit`: the same per family, after regressing every feature on
-  ``confound/n_tokens`` and ``confound/logprob`` (least squares fitted on train only).
+  the full-length confounds (tokens, characters and steps before truncation) and
+  ``confound/logprob`` (least squares fitted on train only).
 
 Choices are made on calib and reported on test, so nothing here is tuned on test.
 """
@@ -18,7 +19,7 @@ from sklearn.metrics import roc_auc_score
 
 from .featuredata import SplitArrays
 
-CONFOUNDS = ("confound/n_tokens", "confound/logprob")
+CONFOUNDS = ("confound/n_tokens_full", "confound/n_chars", "confound/n_steps", "confound/logprob")
 
 
 def _auc(y: np.ndarray, x: np.ndarray) -> float:

@@ -25,7 +25,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .config import CaptureConfig, ConfigError
-from .confounds import CONFOUND_NAMES, token_confounds
+from .confounds import CONFOUND_NAMES, length_confounds, token_confounds
 from .errors import ProbesError
 from .features import feature_names, graph_features, reduce_heads, resolve_families
 from .models import EAGER_FIX, AttentionUnavailableError, FrozenLM
@@ -265,7 +265,8 @@ class SpectralCapture:
 
         def confounds(b: int, t: Tokenized) -> Tensor:
             n = len(t.ids)
-            return token_confounds(logits[b, :n], input_ids[b, :n], t.span_start)  # (4,)
+            tok = token_confounds(logits[b, :n], input_ids[b, :n], t.span_start)  # (4,)
+            return torch.cat([tok, length_confounds(t)])  # (7,)
 
         tasks = [(b, slice(width, None), partial(confounds, b, t)) for b, t in enumerate(batch)]
         self._run(tasks, pending, out)

@@ -19,8 +19,8 @@ WORKED_EXAMPLE = (
 
 SUMMARY_FAMILIES = (
     "fiedler",
-    "gap",
-    "spectral_entropy",
+    "eig_low",
+    "eig_entropy",
     "eig_mean",
     "eig_std",
     "lapeig",

@@ -55,14 +55,14 @@ class Options:
 
 
 #: Families computed when a capture config does not list its own: every family whose cost
-#: is one eigenvalue solve per layer (no eigenvectors), plus the O(T) directed ones.
+#: is one eigenvalue solve per layer (no eigenvectors), plus the O(T) directed ones, without
+#: duplicate columns: ``gap`` is ``lambda_2 - 0``, always ``eig_low/k0``, and ``fiedler`` is
+#: ``eig_low/k0`` of the default ``sym`` Laplacian (add it for ``combinatorial``).
 DEFAULT_FAMILIES: tuple[str, ...] = (
     "eig_low",
     "eig_high",
-    "fiedler",
-    "gap",
     "eigengap",
-    "spectral_entropy",
+    "eig_entropy",
     "eig_mean",
     "eig_std",
     "lapeig",
@@ -289,7 +289,12 @@ class ScorerSpec(Options):
 DEFAULT_SCORERS = (
     ScorerSpec("threshold", "threshold"),
     ScorerSpec("spectral_lr", "logistic"),
-    ScorerSpec("length", "logistic", select=("confound/n_tokens",)),
+    # The whole span's length, measured before truncation (a capped token count is not).
+    ScorerSpec(
+        "length",
+        "logistic",
+        select=("confound/n_tokens_full", "confound/n_chars", "confound/n_steps"),
+    ),
     ScorerSpec("logprob", "logistic", select=("confound/logprob",)),
     ScorerSpec("attn_logdet", "logistic", select=("attn_logdet/*",)),
     ScorerSpec("hidden_probe", "logistic", select=("hidden_mean/*",)),

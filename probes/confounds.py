@@ -9,12 +9,23 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-CONFOUND_NAMES = (
+#: From the logits of the tokens read (after truncation at ``max_tokens``).
+TOKEN_CONFOUNDS = (
     "confound/n_tokens",
     "confound/logprob",
     "confound/perplexity",
     "confound/entropy",
 )
+#: The length of the whole analysed span, measured before truncation: tokens, characters
+#: and steps (non-blank lines). A length baseline needs these: a capped ``n_tokens`` gives
+#: every long solution the same length.
+LENGTH_CONFOUNDS = ("confound/n_tokens_full", "confound/n_chars", "confound/n_steps")
+CONFOUND_NAMES = TOKEN_CONFOUNDS + LENGTH_CONFOUNDS
+
+
+def length_confounds(tokens) -> Tensor:
+    """``(3,)`` float64 in :data:`LENGTH_CONFOUNDS` order, from a ``Tokenized``."""
+    return torch.tensor([tokens.n_tokens_full, tokens.n_chars, tokens.n_steps], dtype=torch.float64)
 
 
 def token_confounds(logits: Tensor, ids: Tensor, span_start: int = 0, block: int = 128) -> Tensor:
@@ -30,7 +41,7 @@ def token_confounds(logits: Tensor, ids: Tensor, span_start: int = 0, block: int
         block: positions per chunk (bounds the temporary ``(block, V)`` tensors).
 
     Returns:
-        ``(4,)`` float64 in :data:`CONFOUND_NAMES` order.
+        ``(4,)`` float64 in :data:`TOKEN_CONFOUNDS` order.
 
     Example:
         >>> logits = torch.zeros(3, 4)  # uniform over 4 tokens

@@ -157,6 +157,34 @@ def _check_extracted(arrays: dict, n_skipped: int) -> None:
             )
 
 
+def truncation_shares(store) -> dict[str, dict[str, dict[str, float]]]:
+    """Per split and class (``valid`` / ``invalid``): the share of records cut at
+    ``max_tokens`` and the share skipped as too long."""
+    data = store.read()
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for split in SPLITS:
+        out[split] = {}
+        for label, name in ((1, "valid"), (0, "invalid")):
+            rows = [i for i, s in enumerate(data.splits) if s == split and data.labels[i] == label]
+            n = max(len(rows), 1)
+            out[split][name] = {
+                "n": len(rows),
+                "truncated": sum(bool(data.truncated[i]) for i in rows) / n,
+                "skipped": sum(bool(data.skipped[i]) for i in rows) / n,
+            }
+    return out
+
+
+def truncation_line(shares: dict) -> str:
+    """One line: the truncated share per split and class."""
+    cells = [
+        f"{split} {shares[split]['valid']['truncated']:.0%} / "
+        f"{shares[split]['invalid']['truncated']:.0%}"
+        for split in SPLITS
+    ]
+    return "truncated at max_tokens (valid / invalid): " + ", ".join(cells)
+
+
 def run_experiment(cfg: ExperimentConfig) -> dict[str, dict[str, float]]:
     """Run ``cfg`` end to end; returns ``{scorer: {metric: value, metric_lo, metric_hi}}``.
 
@@ -195,12 +223,15 @@ def _run(cfg: ExperimentConfig, out_dir: Path, resolved: dict) -> dict:
         metrics, probs = evaluate_all(fitted, test, cfg.n_boot, cfg.seed)
         layer_rows = analysis.layer_auroc(dm.names, calib, test)
         audit_rows = analysis.confound_audit(dm.names, train, calib, test)
+        truncation = truncation_shares(store)
+        print(truncation_line(truncation))
         jsonio.write_json(
             out_dir / "metrics.json",
             {
                 "experiment": cfg.name,
                 "run": out_dir.name,
                 "store": str(store.path),
+                "truncation": truncation,
                 "n": {
                     "train": len(train.y),
                     "calib": len(calib.y),

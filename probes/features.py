@@ -136,8 +136,8 @@ _FAMILY_LIST = [
         "largest gap among the first k + 1 eigenvalues",
     ),
     Family(
-        "spectral_entropy",
-        lambda g: _col(sp.spectral_entropy(g.eigvals)),
+        "eig_entropy",
+        lambda g: _col(sp.eigenvalue_entropy(g.eigvals)),
         "entropy of lambda / sum(lambda)",
     ),
     Family("eig_mean", lambda g: _col(g.eigvals.mean(dim=-1)), "mean eigenvalue"),

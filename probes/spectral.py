@@ -83,8 +83,7 @@ def degrees(W: Tensor) -> Tensor:
 
 
 def _inv_sqrt_degrees(W: Tensor) -> Tensor:
-    # An isolated node (degree 0, only possible in a sub-span) gets 0 instead of inf, so its
-    # row and column of L_sym are those of the identity: eigenvalue 1, as in networkx.
+    # An isolated node (degree 0, only possible in a sub-span) gets 0 instead of inf.
     d = degrees(W)
     safe = torch.where(d > 0, d, torch.ones_like(d))
     return torch.where(d > 0, safe.rsqrt(), torch.zeros_like(d))
@@ -96,10 +95,21 @@ def combinatorial_laplacian(W: Tensor) -> Tensor:
 
 
 def normalized_laplacian(W: Tensor) -> Tensor:
-    """``L_sym = I - D^-1/2 W D^-1/2``: ``(..., T, T) -> (..., T, T)``, symmetric."""
+    """``L_sym = I - D^-1/2 W D^-1/2``: ``(..., T, T) -> (..., T, T)``, symmetric.
+
+    An isolated node (degree 0) has a zero row and column (Chung's convention, networkx's
+    ``normalized_laplacian_matrix``): its eigenvalue is 0, so a graph with one has a Fiedler
+    value of 0, as any disconnected graph.
+
+    Example:
+        >>> normalized_laplacian(torch.tensor([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 0.0]]))
+        tensor([[ 1., -1.,  0.],
+                [-1.,  1.,  0.],
+                [ 0.,  0.,  0.]])
+    """
     s = _inv_sqrt_degrees(W)  # (..., T)
-    eye = torch.eye(W.shape[-1], dtype=W.dtype, device=W.device)
-    return eye - s.unsqueeze(-1) * W * s.unsqueeze(-2)
+    connected = torch.diag_embed((s > 0).to(W.dtype))  # I, less the isolated nodes
+    return connected - s.unsqueeze(-1) * W * s.unsqueeze(-2)
 
 
 def random_walk_laplacian(W: Tensor) -> Tensor:
@@ -110,8 +120,7 @@ def random_walk_laplacian(W: Tensor) -> Tensor:
     """
     d = degrees(W)
     inv = torch.where(d > 0, 1 / torch.where(d > 0, d, torch.ones_like(d)), torch.zeros_like(d))
-    eye = torch.eye(W.shape[-1], dtype=W.dtype, device=W.device)
-    return eye - inv.unsqueeze(-1) * W
+    return torch.diag_embed((d > 0).to(W.dtype)) - inv.unsqueeze(-1) * W
 
 
 def symmetric_laplacian(W: Tensor, kind: LaplacianKind) -> Tensor:
@@ -264,8 +273,10 @@ def entropy(weights: Tensor) -> Tensor:
     return -(torch.where(p > 0, p * p.log(), torch.zeros_like(p))).sum(dim=-1)
 
 
-def spectral_entropy(vals: Tensor) -> Tensor:
-    """Entropy of ``lambda / sum(lambda)``: ``(..., T) -> (...)``."""
+def eigenvalue_entropy(vals: Tensor) -> Tensor:
+    """Entropy of ``lambda / sum(lambda)``: ``(..., T) -> (...)``. Not Geometry of Reason's
+    "spectral entropy", which is the entropy of the hidden states' graph power spectrum
+    (``signal_entropy`` in :func:`graph_signal_features`)."""
     return entropy(vals)
 
 

@@ -36,6 +36,8 @@ class Tokenized:
         truncated: cut at ``max_tokens``.
         skipped: longer than ``max_tokens`` under ``overflow: skip``, or under ``truncate``
             when the cut would leave fewer than 2 tokens of the analysed span.
+        n_tokens_full, n_chars, n_steps: the whole analysed span's length before any
+            truncation, in tokens, characters and non-blank lines.
     """
 
     id: str
@@ -43,6 +45,9 @@ class Tokenized:
     span_start: int = 0
     truncated: bool = False
     skipped: bool = False
+    n_tokens_full: int = 0
+    n_chars: int = 0
+    n_steps: int = 0
 
 
 MIN_SPAN_TOKENS = 2
@@ -164,6 +169,12 @@ def tokenize_texts(
         start = 0
         if span_starts is not None:
             start = _first_token_at(enc["offset_mapping"], span_starts[i], rid, i, len(text))
+        span_text = text[span_starts[i] :] if span_starts is not None else text
+        length = {
+            "n_tokens_full": len(tokens) - start,
+            "n_chars": len(span_text),
+            "n_steps": sum(1 for line in span_text.splitlines() if line.strip()),
+        }
         truncated = len(tokens) > max_tokens
         if truncated and overflow == "error":
             raise TextTooLongError(
@@ -171,11 +182,11 @@ def tokenize_texts(
                 "(set option 'overflow' to truncate or skip)"
             )
         if truncated and overflow == "skip":
-            out.append(Tokenized(rid, [], 0, truncated=False, skipped=True))
+            out.append(Tokenized(rid, [], 0, truncated=False, skipped=True, **length))
             continue
         if truncated and max_tokens - start < MIN_SPAN_TOKENS:
             # Truncation would cut (almost) the whole analysed span: nothing left to read.
-            out.append(Tokenized(rid, [], 0, truncated=False, skipped=True))
+            out.append(Tokenized(rid, [], 0, truncated=False, skipped=True, **length))
             continue
         tokens = tokens[:max_tokens]
         if len(tokens) - start < MIN_SPAN_TOKENS:
@@ -183,7 +194,7 @@ def tokenize_texts(
                 f"record {rid!r} (#{i}): the analysed span has {max(0, len(tokens) - start)} "
                 f"token(s); at least {MIN_SPAN_TOKENS} are needed"
             )
-        out.append(Tokenized(rid, tokens, start, truncated=truncated))
+        out.append(Tokenized(rid, tokens, start, truncated=truncated, **length))
     return out
 
 

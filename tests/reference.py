@@ -72,7 +72,7 @@ def layer_features(
         add("fiedler", [sym[1]])
         add("gap", [lam[1] - lam[0]])
         add("eigengap", [max(lam[i + 1] - lam[i] for i in range(min(k, T - 1)))])
-        add("spectral_entropy", [_entropy(lam)])
+        add("eig_entropy", [_entropy(lam)])
         add("eig_mean", [lam.mean()])
         add("eig_std", [lam.std()])
         # Directed causal Laplacian, built densely and solved with a general eigensolver.

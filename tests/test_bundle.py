@@ -117,7 +117,7 @@ def test_bad_bundles_are_refused(tmp_path, fitted, tiny_llama):
 
 def test_renamed_features_are_refused_against_a_store(fitted):
     _, scorer, ex = fitted["lr"]
-    names = [n.replace("fiedler", "fiedlr") for n in ex.names]
+    names = [n.replace("eig_low", "eig_lo") for n in ex.names]
     with pytest.raises(BundleError, match="lack"):
         scorer.predict_proba_features(ex.values.numpy(), names)
 

@@ -44,6 +44,10 @@ def _reference(lm, text, cfg, layers, span_start):
     token_logp = np.array([logp[t - 1, tok[t]] for t in range(first, len(tok))])
     ent = np.mean([-(np.exp(logp[t - 1]) * logp[t - 1]).sum() for t in range(first, len(tok))])
     conf = [len(tok) - s, token_logp.mean(), np.exp(-token_logp.mean()), ent]
+    # Full-length confounds: the span's tokens, characters and non-blank lines, untruncated.
+    span_text = text[span_start:] if span_start else text  # a character tokenizer
+    steps = len([line for line in span_text.split("\n") if line.strip()])
+    conf += [len(tok) - s, len(span_text), steps]
     probe = lm.n_layers // 2  # the default probe_layer, 'middle'
     hidden_mean = out.hidden_states[probe + 1][0, s:].double().mean(dim=0).numpy()
     return np.concatenate([torch.cat(parts).numpy(), hidden_mean, conf])
@@ -205,10 +209,16 @@ def test_overflow_policies(tiny_llama):
     long, short = "1 + 2 = 3. " * 4, "2 + 2 = 4"
     trunc = SpectralCapture(tiny_llama, CaptureConfig(max_tokens=20)).extract([long, short])
     assert trunc.truncated.tolist() == [True, False] and trunc.n_tokens.tolist() == [20, 9]
-    full = SpectralCapture(tiny_llama, CaptureConfig()).extract([long[:20]])
+    cut = SpectralCapture(tiny_llama, CaptureConfig()).extract([long[:20]])
+    length = [trunc.names.index(f"confound/{n}") for n in ("n_tokens_full", "n_chars", "n_steps")]
+    rest = [j for j in range(len(trunc.names)) if j not in length]
+    # What is read is the first 20 tokens...
     np.testing.assert_allclose(
-        trunc.values[0].numpy(), full.values[0].numpy(), rtol=1e-5, atol=1e-7
+        trunc.values[0, rest].numpy(), cut.values[0, rest].numpy(), rtol=1e-5, atol=1e-7
     )
+    # ...but the length confounds see the whole text: 44 characters (= tokens), one line.
+    assert trunc.values[0, length].tolist() == [44, 44, 1]
+    assert cut.values[0, length].tolist() == [20, 20, 1]
 
     skip = SpectralCapture(tiny_llama, CaptureConfig(max_tokens=20, overflow="skip")).extract(
         [long, short]

@@ -30,7 +30,7 @@ def test_reruns_write_fresh_folders_and_latest_follows_success(tmp_path, capsys)
     three = (
         ScorerSpec("threshold", "threshold"),
         ScorerSpec("spectral_lr", "logistic", max_epochs=5),
-        ScorerSpec("length", "logistic", select=("confound/n_tokens",), max_epochs=5),
+        ScorerSpec("length", "logistic", select=("confound/n_tokens_full",), max_epochs=5),
     )
     run_experiment(replace(base, scorers=three))
     first = resolve_run(root)

@@ -62,12 +62,14 @@ def test_train_writes_every_artifact(tiny_run):
     }
     for row in metrics.values():
         for m in ("auroc", "auprc", "ece", "brier", "accuracy"):
-            assert row[f"{m}_lo"] <= row[m] <= row[f"{m}_hi"], (m, row)
+            # A percentile interval need not hold the point estimate (ECE's often does not).
+            assert 0 <= row[f"{m}_lo"] <= row[f"{m}_hi"] <= 1, (m, row)
+        assert row["auroc_lo"] <= row["auroc"] <= row["auroc_hi"], row
     assert "AUROC [95% CI]" in stdout and "hidden_probe" in stdout
     rows = list(csv.DictReader(open(folder / "layer_auroc.csv")))
-    assert {r["layer"] for r in rows if r["family"] == "fiedler"} == {"L00", "L01", "L02", "L03"}
+    assert {r["layer"] for r in rows if r["family"] == "eig_low"} == {"L00", "L01", "L02", "L03"}
     audit = list(csv.DictReader(open(folder / "confound_audit.csv")))
-    assert "confound" not in {r["family"] for r in audit} and len(audit) >= 10
+    assert "confound" not in {r["family"] for r in audit} and len(audit) >= 8
 
 
 def test_offline_wandb_run_holds_the_metrics(tiny_run):

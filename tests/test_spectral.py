@@ -174,5 +174,21 @@ def test_small_helpers_by_hand():
     assert float(sp.max_eigengap(vals, k=4)) == pytest.approx(0.7)
     p = vals / vals.sum()
     want = -sum(float(x) * np.log(float(x)) for x in p if x > 0)
-    assert float(sp.spectral_entropy(vals)) == pytest.approx(want)
+    assert float(sp.eigenvalue_entropy(vals)) == pytest.approx(want)
     assert float(sp.fiedler_value(torch.tensor([0.0]))) == 0.0
+
+
+def test_isolated_nodes_follow_chungs_convention():
+    """networkx's normalized Laplacian (Chung) gives an isolated node a zero row: eigenvalue 0,
+    so the graph's Fiedler value is 0, as for any disconnected graph."""
+    import networkx as nx
+
+    rng = np.random.default_rng(3)
+    W = rng.random((6, 6))
+    W = (W + W.T) / 2
+    W[2, :] = W[:, 2] = 0  # node 2 isolated
+    want = nx.normalized_laplacian_matrix(nx.from_numpy_array(W), weight="weight").toarray()
+    got = sp.normalized_laplacian(torch.tensor(W)).numpy()
+    np.testing.assert_allclose(got, want, atol=1e-12)
+    vals = sp.laplacian_eigvals(torch.tensor(W), "sym")
+    assert float(sp.fiedler_value(vals)) == pytest.approx(0, abs=1e-12)
