@@ -17,7 +17,7 @@ import shutil
 from pathlib import Path
 
 from probes.config import load_experiment
-from probes.experiment import comparison_table, resolve_run, run_experiment
+from probes.experiment import comparison_table, resolve_run, run_experiment, truncation_line
 
 EXPERIMENTS = (
     "gsm-perturb",
@@ -55,6 +55,7 @@ def section(name: str, folder: Path, docs: Path) -> str:
         f" ({n['skipped']} skipped as too long). Threshold feature: "
         f"`{metrics['threshold'].get('feature')}`.",
         "",
+        *([truncation_line(report["truncation"]) + ".", ""] if "truncation" in report else []),
         "```",
         comparison_table(metrics),
         "```",

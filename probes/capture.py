@@ -27,7 +27,14 @@ from tqdm.auto import tqdm
 from .config import CaptureConfig, ConfigError
 from .confounds import CONFOUND_NAMES, length_confounds, token_confounds
 from .errors import ProbesError
-from .features import feature_names, graph_features, reduce_heads, resolve_families
+from .features import (
+    HeadDiagonals,
+    diagonal_features,
+    feature_names,
+    graph_features,
+    reduce_heads,
+    resolve_families,
+)
 from .models import EAGER_FIX, AttentionUnavailableError, FrozenLM
 from .spectral import NegativeEigenvalueError
 from .tokens import TextTooLongError, Tokenized, tokenize_records, tokenize_texts
@@ -151,8 +158,19 @@ class SpectralCapture:
         self.layers = resolve_layers(cfg.layers, lm.n_layers)
         self.probe_layer = _probe_layer(cfg.probe_layer, lm.n_layers)
         self.families = resolve_families(cfg)
-        self.n_groups = 1 if cfg.heads == "mean" else lm.n_heads
-        self.spectral_names = feature_names(self.families, self.layers, self.n_groups, cfg)
+        self.spectral_names = feature_names(self.families, self.layers, lm.n_heads, cfg)
+        graph_fams = [f for f in self.families if not f.diagonal]
+        self._graph_width = len(feature_names(graph_fams, [0], lm.n_heads, cfg))
+        self._has_graph = bool(graph_fams)
+        self._has_diagonal = any(f.diagonal for f in self.families)
+        # The diagonal families read every requested layer and, for LapEigvals' cross-layer
+        # graph, the next one: those layers are hooked too (for their diagonals only).
+        self._hooked = sorted(set(self.layers))
+        if any(f.needs_next_layer for f in self.families):
+            if lm.n_layers < 2:
+                raise ConfigError("family 'lapeig' spans layers: the model has only one")
+            extra = {i + 1 for i in self.layers if i + 1 < lm.n_layers}
+            self._hooked = sorted(set(self.layers) | extra)
         width = lm.model.config.get_text_config().hidden_size if self.probe_layer is not None else 0
         self.probe_names = [f"hidden_mean/L{self.probe_layer:02d}/k{i:03d}" for i in range(width)]
         self.names = self.spectral_names + self.probe_names + list(CONFOUND_NAMES)
@@ -258,10 +276,13 @@ class SpectralCapture:
         width = len(self.spectral_names) + len(self.probe_names)
         out = torch.empty((len(batch), width + len(CONFOUND_NAMES)), dtype=torch.float64)
         pending: list[_LayerJob] = []
-        with self._hooks(batch, out, pending), torch.inference_mode():
+        diagonals: dict[tuple[int, int], tuple[Tensor, Tensor]] = {}
+        with self._hooks(batch, out, pending, diagonals), torch.inference_mode():
             logits = self.lm.model(
                 input_ids=input_ids.to(device), attention_mask=mask.to(device), use_cache=False
             ).logits  # (B, T, V)
+        if self._has_diagonal:
+            self._diagonal_features(batch, diagonals, out)
 
         def confounds(b: int, t: Tokenized) -> Tensor:
             n = len(t.ids)
@@ -271,6 +292,19 @@ class SpectralCapture:
         tasks = [(b, slice(width, None), partial(confounds, b, t)) for b, t in enumerate(batch)]
         self._run(tasks, pending, out)
         return out
+
+    def _diagonal_features(self, batch, diagonals: dict, out: Tensor) -> None:
+        """Fill the diagonal families' columns from every layer's per-head diagonals."""
+        last = self.lm.n_layers - 1
+        for b in range(len(batch)):
+            for slot, layer in enumerate(self.layers):
+                diag, colsum = diagonals[b, layer]
+                nxt = diagonals[b, layer + 1][0] if (b, layer + 1) in diagonals else None
+                stats = HeadDiagonals(diag, colsum, nxt, layer == 0, layer == last, self.cfg)
+                start = slot * self._per_layer + self._graph_width
+                out[b, start : (slot + 1) * self._per_layer] = diagonal_features(
+                    stats, self.families
+                )
 
     def _run(self, tasks: list[tuple[int, slice, Callable[[], Tensor]]], pending, out) -> None:
         """Run ``tasks`` and solve every pending layer, ``eig_workers`` at a time.
@@ -316,18 +350,16 @@ class SpectralCapture:
         return {**self.__dict__, "_pool": None}
 
     @contextlib.contextmanager
-    def _hooks(self, batch: list[Tokenized], out: Tensor, pending: list[_LayerJob]):
+    def _hooks(self, batch: list[Tokenized], out: Tensor, pending: list, diagonals: dict):
         """Install the per-layer hooks; always removed, even when the forward pass fails."""
         handles = []
-        for slot, layer in enumerate(self.layers):
+        slots = {layer: slot for slot, layer in enumerate(self.layers)}
+        for layer in self._hooked:
             stash: dict[str, Tensor] = {}
             attn_mod = self.lm.attention_module(layer)
             handles.append(attn_mod.register_forward_hook(_stash_attention(stash, layer)))
-            handles.append(
-                self.lm.layers[layer].register_forward_hook(
-                    self._layer_hook(stash, layer, slot, batch, out, pending)
-                )
-            )
+            hook = self._layer_hook(stash, layer, slots.get(layer), batch, out, pending, diagonals)
+            handles.append(self.lm.layers[layer].register_forward_hook(hook))
         if self.probe_layer is not None:
             cols = slice(len(self.spectral_names), len(self.spectral_names) + len(self.probe_names))
             probe = self.lm.layers[self.probe_layer]
@@ -338,8 +370,13 @@ class SpectralCapture:
             for h in handles:
                 h.remove()
 
-    def _layer_hook(self, stash, layer: int, slot: int, batch, out: Tensor, pending: list):
-        cols = slice(slot * self._per_layer, (slot + 1) * self._per_layer)
+    def _layer_hook(self, stash, layer, slot, batch, out: Tensor, pending: list, diagonals):
+        """``slot`` is the layer's place among the requested layers (``None``: hooked only
+        for its diagonals, which the previous layer's LapEigvals graph needs)."""
+        graphs_wanted = slot is not None and self._has_graph
+        if slot is not None:
+            start = slot * self._per_layer
+            cols = slice(start, start + self._graph_width)
 
         def hook(module, args, output):
             attn = stash.pop("attn")  # (B, H, T, T); dropped when this hook returns
@@ -348,9 +385,15 @@ class SpectralCapture:
                 s, n = t.span_start, len(t.ids)
                 a = attn[b, :, s:n, s:n]  # (H, n - s, n - s)
                 _check_finite(a, t.id, layer)
-                graphs = reduce_heads(a, self.cfg)  # (G, n - s, n - s), owned
-                x = hidden[b, s:n].clone() if self._needs_hidden else None  # (n - s, D)
-                pending.append(_LayerJob(b, cols, t.id, layer, graphs, x))
+                if self._has_diagonal:  # (H, n - s) each, float64
+                    diagonals[b, layer] = (
+                        a.diagonal(dim1=-2, dim2=-1).double().cpu(),
+                        a.sum(dim=-2, dtype=torch.float64).cpu(),
+                    )
+                if graphs_wanted:
+                    graphs = reduce_heads(a, self.cfg)  # (G, n - s, n - s), owned
+                    x = hidden[b, s:n].clone() if self._needs_hidden else None  # (n - s, D)
+                    pending.append(_LayerJob(b, cols, t.id, layer, graphs, x))
             if sum(job.nbytes for job in pending) > self.pending_bytes:
                 self._run([], pending, out)
 

@@ -86,9 +86,33 @@ class LayerGraph:
         return sp.graph_signal_features(vals, vecs, self.hidden, self.cfg.hfer_fraction)
 
 
+@dataclass
+class HeadDiagonals:
+    """One layer of one text, per head, for the diagonal families.
+
+    Attributes:
+        diag: ``(H, T)`` ``A_h[j, j]`` over the analysed span.
+        colsum: ``(H, T)`` ``sum_i A_h[i, j]`` over the span (the diagonal included).
+        next_diag: ``(H, T)`` the next layer's diagonal; ``None`` for the model's last layer.
+        first, last: the layer is the model's first / last.
+        cfg: the capture config.
+    """
+
+    diag: Tensor
+    colsum: Tensor
+    next_diag: Tensor | None
+    first: bool
+    last: bool
+    cfg: CaptureConfig
+
+
 @dataclass(frozen=True)
 class Family:
-    """A feature family: ``compute(graph)`` returns ``(G, width(cfg))`` values."""
+    """A feature family: ``compute(graph)`` returns ``(G, width(cfg))`` values.
+
+    ``diagonal`` families compute from :class:`HeadDiagonals` instead of a
+    :class:`LayerGraph`; ``per_head`` ones give one group per head under ``heads: mean`` too.
+    """
 
     name: str
     compute: Callable[[LayerGraph], Tensor]
@@ -96,6 +120,13 @@ class Family:
     width: Callable[[CaptureConfig], int] = lambda cfg: 1
     needs_vectors: bool = False
     needs_hidden: bool = False
+    diagonal: bool = False
+    per_head: bool = False
+    needs_next_layer: bool = False
+
+    def groups(self, cfg: CaptureConfig, n_heads: int) -> int:
+        """Feature groups per layer: one per head, or one for the layer."""
+        return n_heads if self.per_head or cfg.heads == "each" else 1
 
 
 def _k(cfg: CaptureConfig) -> int:
@@ -116,9 +147,23 @@ def _eig_high(g: LayerGraph) -> Tensor:
     return sp.pick(g.eigvals, [T - 1 - i for i in range(g.cfg.k)])
 
 
-def _lapeig(g: LayerGraph) -> Tensor:
-    vals = sp.causal_laplacian_eigvals(g.attn).sort(dim=-1, descending=True).values
-    return sp.pick(vals, list(range(g.cfg.k)))
+def _top_k(vals: Tensor, k: int) -> Tensor:
+    return sp.pick(vals.sort(dim=-1, descending=True).values, list(range(k)))
+
+
+def _lapeig_single(g: LayerGraph) -> Tensor:
+    return _top_k(sp.causal_laplacian_eigvals(g.attn), g.cfg.k)
+
+
+def _lapeig(d: HeadDiagonals) -> Tensor:
+    vals = sp.lapeigvals_diagonal(d.diag, d.colsum, d.next_diag, d.first, d.last)  # (H, T)
+    return _top_k(vals, d.cfg.k)
+
+
+def _attn_logdet(d: HeadDiagonals) -> Tensor:
+    if d.cfg.heads == "each":  # one head per group: its own mean log diagonal
+        return _col(sp.llm_check_score(d.diag.unsqueeze(-2)))
+    return sp.llm_check_score(d.diag).reshape(1, 1)
 
 
 def _signal(name: str) -> Callable[[LayerGraph], Tensor]:
@@ -142,8 +187,12 @@ _FAMILY_LIST = [
     ),
     Family("eig_mean", lambda g: _col(g.eigvals.mean(dim=-1)), "mean eigenvalue"),
     Family("eig_std", lambda g: _col(g.eigvals.std(dim=-1, correction=0)), "eigenvalue std"),
-    Family("lapeig", _lapeig, "top-k eigenvalues of the directed causal Laplacian", _k),
-    Family("attn_logdet", lambda g: _col(sp.attention_logdet(g.attn)), "mean_j log A[j, j]"),
+    Family(
+        "lapeig_single",
+        _lapeig_single,
+        "top-k eigenvalues of the single-layer directed Laplacian D_in - A of the graph",
+        _k,
+    ),
     *[
         Family(name, _signal(name), doc, needs_vectors=True, needs_hidden=True)
         for name, doc in [
@@ -153,6 +202,21 @@ _FAMILY_LIST = [
             ("signal_entropy", "entropy of the hidden states' graph power spectrum"),
         ]
     ],
+    Family(
+        "attn_logdet",
+        _attn_logdet,
+        "LLM-Check: sum over heads of mean_j log A_h[j, j] (per head under heads: each)",
+        diagonal=True,
+    ),
+    Family(
+        "lapeig",
+        _lapeig,
+        "LapEigvals: top-k of the cross-layer Laplacian's diagonal, per head",
+        _k,
+        diagonal=True,
+        per_head=True,
+        needs_next_layer=True,
+    ),
 ]
 
 #: Every feature family, by name.
@@ -174,18 +238,20 @@ def resolve_families(cfg: CaptureConfig) -> list[Family]:
 
 
 def feature_names(
-    families: Sequence[Family], layers: Sequence[int], n_groups: int, cfg: CaptureConfig
+    families: Sequence[Family], layers: Sequence[int], n_heads: int, cfg: CaptureConfig
 ) -> list[str]:
-    """Ordered names ``family/Lxx[/Hyy][/kz]`` matching :func:`reduce_layer` columns.
+    """Ordered names ``family/Lxx[/Hyy][/kz]`` matching the capture's columns.
 
-    Order: layer, then family, then head, then k.
+    Order: layer, then family (graph families, then diagonal ones), then head, then k.
     """
     names = []
+    ordered = [f for f in families if not f.diagonal] + [f for f in families if f.diagonal]
     for layer in layers:
-        for fam in families:
+        for fam in ordered:
             width = fam.width(cfg)
+            n_groups = fam.groups(cfg, n_heads)
             for g in range(n_groups):
-                head = f"/H{g:02d}" if cfg.heads == "each" else ""
+                head = f"/H{g:02d}" if n_groups > 1 or fam.per_head else ""
                 for i in range(width):
                     kz = f"/k{i}" if width > 1 else ""
                     names.append(f"{fam.name}/L{layer:02d}{head}{kz}")
@@ -220,16 +286,24 @@ def graph_features(
     Returns:
         ``(n_features_per_layer,)`` values in the eigensolver's dtype.
     """
+    families = [f for f in families if not f.diagonal]
     vectors = any(f.needs_vectors for f in families)
     graph = LayerGraph(graphs, hidden, cfg, vectors)
     # (G, width) per family -> family-major, then head, then k.
     return torch.cat([fam.compute(graph).reshape(-1) for fam in families])
 
 
+def diagonal_features(stats: HeadDiagonals, families: Sequence[Family]) -> Tensor:
+    """The diagonal families' features of one layer of one text, in name order."""
+    parts = [fam.compute(stats).reshape(-1) for fam in families if fam.diagonal]
+    return torch.cat(parts) if parts else torch.empty(0, dtype=stats.diag.dtype)
+
+
 def reduce_layer(
     attn: Tensor, hidden: Tensor | None, families: Sequence[Family], cfg: CaptureConfig
 ) -> Tensor:
-    """All features of one layer of one text, in :func:`feature_names` order.
+    """The graph families' features of one layer of one text, in :func:`feature_names`
+    order (diagonal families need the next layer too: :func:`diagonal_features`).
 
     Args:
         attn: ``(H, T, T)`` attention of every head over the analysed span.

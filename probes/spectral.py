@@ -217,6 +217,64 @@ def causal_laplacian_eigvals(A: Tensor) -> Tensor:
     return causal_in_degrees(A) - A.diagonal(dim1=-2, dim2=-1)
 
 
+def lapeigvals_diagonal(
+    diag: Tensor, colsum: Tensor, next_diag: Tensor | None, first: bool, last: bool
+) -> Tensor:
+    """Diagonal (= eigenvalues) of one layer's block of LapEigvals' cross-layer Laplacian.
+
+    The authors' released code (``laplacian_diagonal_from_attn``) joins the layers into one
+    directed graph per head: token ``j`` of layer ``l`` keeps its attention edges but, from
+    the second layer on, its self-loop is dropped and replaced by an edge to token ``j`` of
+    the next layer, weighted by that layer's self-attention ``A_{l+1}[j, j]``. The degree of
+    key ``j`` is divided by its number of out-edges, which depends on the layer:
+
+    * first layer: ``(sum_i A_0[i, j] + A_1[j, j]) / (T - j + 1) - A_0[j, j]`` (its self-loop
+      is kept and counted);
+    * middle layer: ``(sum_{i != j} A_l[i, j] + A_{l+1}[j, j]) / (T - j)``;
+    * last layer: ``sum_{i != j} A_L[i, j] / (T - j - 1)``, and 0 for the last token.
+
+    The paper's equations write the single-layer form ``D_in - A`` (``lapeig_single``); this
+    follows the code, as the issue on fidelity asks, and the README says so.
+
+    Args:
+        diag: ``(..., T)`` ``A_l[j, j]`` per head.
+        colsum: ``(..., T)`` ``sum_i A_l[i, j]`` per head (the diagonal included).
+        next_diag: ``(..., T)`` ``A_{l+1}[j, j]``; ``None`` for the last layer.
+        first, last: the layer is the model's first / last.
+
+    Returns:
+        ``(..., T)`` in token order.
+
+    Example:
+        >>> A0 = torch.tensor([[1.0, 0, 0], [0.5, 0.5, 0], [0.2, 0.3, 0.5]])
+        >>> A1 = torch.tensor([[1.0, 0, 0], [0.4, 0.6, 0], [0.1, 0.1, 0.8]])
+        >>> d0, d1 = A0.diagonal(), A1.diagonal()
+        >>> lapeigvals_diagonal(d1, A1.sum(0), None, first=False, last=True)
+        tensor([0.2500, 0.1000, 0.0000])
+    """
+    T = diag.shape[-1]
+    out_edges = torch.arange(T, 0, -1, dtype=diag.dtype, device=diag.device)  # T - j
+    if first and last:
+        raise ValueError("LapEigvals' cross-layer graph needs at least two layers")
+    if last:
+        safe = torch.where(out_edges > 1, out_edges - 1, torch.ones_like(out_edges))
+        vals = (colsum - diag) / safe
+        return torch.where(out_edges > 1, vals, torch.zeros_like(vals))
+    if first:
+        return (colsum + next_diag) / (out_edges + 1) - diag
+    return (colsum - diag + next_diag) / out_edges
+
+
+def llm_check_score(diags: Tensor, floor: float = 1e-30) -> Tensor:
+    """LLM-Check's attention score of one layer: the sum over heads of each head's
+    ``mean_j log A_h[j, j]`` (its released ``get_attn_eig_prod`` adds the heads up).
+
+    Diagonal entries are floored at ``floor`` (an underflowed softmax gives a large negative
+    number rather than ``-inf``). ``(..., H, T) -> (...)``.
+    """
+    return diags.clamp_min(floor).log().mean(dim=-1).sum(dim=-1)
+
+
 def attention_logdet(A: Tensor, floor: float = 1e-30) -> Tensor:
     """``mean_j log A[j, j]`` = ``log det A / T`` for triangular ``A`` (LLM-Check).
 

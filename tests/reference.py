@@ -52,7 +52,7 @@ def _clip(i: int, n: int) -> int:
 def layer_features(
     A: np.ndarray, X: np.ndarray, kind: str, k: int, heads: str, hfer_fraction: float = 0.1
 ) -> dict[str, list[float]]:
-    """family -> values (heads 'each': head-major, then k) for one layer.
+    """graph family -> values (heads 'each': head-major, then k) for one layer.
 
     A: (H, T, T) attention; X: (T, D) hidden states.
     """
@@ -79,8 +79,7 @@ def layer_features(
         d_in = a.sum(axis=0) / (T - np.arange(T))
         Ld = np.diag(d_in) - a
         lap = np.sort(scipy.linalg.eigvals(Ld).real)[::-1]
-        add("lapeig", [lap[_clip(i, T)] for i in range(k)])
-        add("attn_logdet", [np.log(np.diag(a)).mean()])
+        add("lapeig_single", [lap[_clip(i, T)] for i in range(k)])
         # Graph-signal features straight from their definitions.
         L = laplacians(W)["sym" if kind == "rw" else kind]
         vals, U = scipy.linalg.eigh(L)

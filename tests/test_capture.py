@@ -10,7 +10,7 @@ import torch
 
 from probes.capture import NonFiniteAttentionError, SpectralCapture, resolve_layers
 from probes.config import CaptureConfig, ConfigError
-from probes.features import reduce_layer, resolve_families
+from probes.features import HeadDiagonals, diagonal_features, reduce_layer, resolve_families
 from probes.models import AttentionUnavailableError, FrozenLM
 from probes.tokens import TextTooLongError
 
@@ -33,8 +33,25 @@ def _reference(lm, text, cfg, layers, span_start):
         out = lm.model(input_ids=ids, output_attentions=True, output_hidden_states=True)
     fams = resolve_families(cfg)
     s = span_start
+    L = lm.n_layers
+
+    def diagonal_part(i):
+        a = out.attentions[i][0, :, s:, s:].double()
+        nxt = (
+            out.attentions[i + 1][0, :, s:, s:].double().diagonal(0, -2, -1) if i < L - 1 else None
+        )
+        stats = HeadDiagonals(a.diagonal(0, -2, -1), a.sum(dim=-2), nxt, i == 0, i == L - 1, cfg)
+        return diagonal_features(stats, fams)
+
     parts = [
-        reduce_layer(out.attentions[i][0, :, s:, s:], out.hidden_states[i + 1][0, s:], fams, cfg)
+        torch.cat(
+            [
+                reduce_layer(
+                    out.attentions[i][0, :, s:, s:], out.hidden_states[i + 1][0, s:], fams, cfg
+                ),
+                diagonal_part(i),
+            ]
+        )
         for i in layers
     ]
     # Confounds straight from their definitions, in NumPy.

@@ -58,6 +58,29 @@ def test_capture_on_a_math_text(smollm):
     assert float(A.triu(1).abs().max()) == 0.0  # causal
     assert torch.isfinite(ex.values).all()
     assert {n.split("/")[1] for n in cap.spectral_names} == {"L00", "L12", "L29"}
-    fiedler = ex.column("fiedler/L12")
+    fiedler = ex.column("fiedler/L12")  # families "all" includes it
     assert 0 < float(fiedler) <= 2  # L_sym spectrum lies in [0, 2]
     assert float(ex.column("confound/logprob")) < 0
+
+
+def test_attn_logdet_is_llm_checks_score_under_head_mean_graphs(smollm):
+    """LLM-Check's released get_attn_eig_prod: for one layer, the sum over heads of
+    mean_j log A_h[j, j] over the analysed span; computed here from output_attentions."""
+    import numpy as np
+
+    lm = smollm[1]
+    texts = [WORKED_EXAMPLE, "Problem: 7 * 6?\nSolution: 7 * 6 = 42. The answer is 42."]
+    starts = [t.index("Solution: ") + len("Solution: ") for t in texts]
+    cfg = CaptureConfig(families=("attn_logdet",), heads="mean", span="solution", probe_layer=None)
+    # One text per forward pass: padding in a batch moves float32 attention by ~1e-7.
+    ex = SpectralCapture(lm, cfg).extract(texts, span_starts=starts, batch_size=1)
+    for i, text in enumerate(texts):
+        enc = lm.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        s = next(t for t, (_, end) in enumerate(enc["offset_mapping"]) if end > starts[i])
+        with torch.inference_mode():
+            out = lm.model(torch.tensor([enc["input_ids"]]), output_attentions=True)
+        for layer in (0, 12, 29):
+            A = out.attentions[layer][0].double().numpy()[:, s:, s:]  # (H, n, n)
+            want = sum(np.log(np.diag(A[h])).mean() for h in range(A.shape[0]))
+            got = float(ex.values[i, ex.names.index(f"attn_logdet/L{layer:02d}")])
+            assert got == pytest.approx(want, abs=1e-6), (i, layer)

@@ -192,3 +192,43 @@ def test_isolated_nodes_follow_chungs_convention():
     np.testing.assert_allclose(got, want, atol=1e-12)
     vals = sp.laplacian_eigvals(torch.tensor(W), "sym")
     assert float(sp.fiedler_value(vals)) == pytest.approx(0, abs=1e-12)
+
+
+# Worked by hand from the LapEigvals authors' definition (laplacian_diagonal_from_attn):
+# 3 tokens, 3 layers. Column sums: A0 (1.7, 0.8, 0.5), A1 (1.5, 0.7, 0.8), A2 (1.3, 1.0, 0.7).
+_A = [
+    torch.tensor([[1.0, 0, 0], [0.5, 0.5, 0], [0.2, 0.3, 0.5]], dtype=torch.float64),
+    torch.tensor([[1.0, 0, 0], [0.4, 0.6, 0], [0.1, 0.1, 0.8]], dtype=torch.float64),
+    torch.tensor([[1.0, 0, 0], [0.2, 0.8, 0], [0.1, 0.2, 0.7]], dtype=torch.float64),
+]
+
+
+@pytest.mark.parametrize(
+    "layer, n_layers, want",
+    [
+        # first: (colsum + next diag) / (T - j + 1) - diag
+        #   j=0: (1.7 + 1) / 4 - 1 = -0.325; j=1: (0.8 + 0.6) / 3 - 0.5; j=2: (0.5 + 0.8) / 2 - 0.5
+        (0, 3, [-0.325, 1.4 / 3 - 0.5, 0.15]),
+        # middle: (colsum - diag + next diag) / (T - j)
+        #   j=0: (1.5 - 1 + 1) / 3 = 0.5; j=1: (0.7 - 0.6 + 0.8) / 2; j=2: (0.8 - 0.8 + 0.7) / 1
+        (1, 3, [0.5, 0.45, 0.7]),
+        # last: (colsum - diag) / (T - j - 1), 0 for the last token
+        #   j=0: (1.3 - 1) / 2 = 0.15; j=1: (1.0 - 0.8) / 1 = 0.2
+        (2, 3, [0.15, 0.2, 0.0]),
+        # two layers: layer 1 is the last
+        (1, 2, [0.25, 0.1, 0.0]),
+    ],
+)
+def test_lapeigvals_cross_layer_diagonal_by_hand(layer, n_layers, want):
+    a = _A[layer]
+    nxt = _A[layer + 1].diagonal() if layer + 1 < n_layers else None
+    got = sp.lapeigvals_diagonal(
+        a.diagonal(), a.sum(dim=0), nxt, first=layer == 0, last=layer == n_layers - 1
+    )
+    np.testing.assert_allclose(got.numpy(), want, atol=1e-12)
+
+
+def test_llm_check_score_sums_heads_of_mean_log_diagonals():
+    diags = torch.tensor([[1.0, 0.5, 0.25], [0.5, 0.5, 0.5]], dtype=torch.float64)  # (H, T)
+    want = (np.log(1) + np.log(0.5) + np.log(0.25)) / 3 + np.log(0.5)
+    assert float(sp.llm_check_score(diags)) == pytest.approx(want, abs=1e-12)
