@@ -35,7 +35,7 @@ from .features import (
     reduce_heads,
     resolve_families,
 )
-from .models import EAGER_FIX, AttentionUnavailableError, FrozenLM
+from .models import EAGER_FIX, AttentionUnavailableError, FrozenLM, find_final_norm
 from .spectral import NegativeEigenvalueError
 from .tokens import TextTooLongError, Tokenized, tokenize_records, tokenize_texts
 
@@ -370,6 +370,21 @@ class SpectralCapture:
             for h in handles:
                 h.remove()
 
+    def _signal(self, hidden: Tensor, b: int, s: int, n: int, layer: int) -> Tensor:
+        """``(n - s, D)`` the graph signal of one text's layer: its output hidden states; for
+        the last layer after the final norm, as the LM head (and output_hidden_states, and
+        Geometry of Reason) sees it."""
+        x = hidden[b, s:n]
+        if layer == self.lm.n_layers - 1:
+            norm = find_final_norm(self.lm.model)
+            if norm is None:
+                raise ConfigError(
+                    "graph-signal features of the last layer need the model's final norm, "
+                    f"which {type(self.lm.model).__name__} does not expose; leave that layer out"
+                )
+            x = norm(x.unsqueeze(0))[0]
+        return x.clone()
+
     def _layer_hook(self, stash, layer, slot, batch, out: Tensor, pending: list, diagonals):
         """``slot`` is the layer's place among the requested layers (``None``: hooked only
         for its diagonals, which the previous layer's LapEigvals graph needs)."""
@@ -392,7 +407,7 @@ class SpectralCapture:
                     )
                 if graphs_wanted:
                     graphs = reduce_heads(a, self.cfg)  # (G, n - s, n - s), owned
-                    x = hidden[b, s:n].clone() if self._needs_hidden else None  # (n - s, D)
+                    x = self._signal(hidden, b, s, n, layer) if self._needs_hidden else None
                     pending.append(_LayerJob(b, cols, t.id, layer, graphs, x))
             if sum(job.nbytes for job in pending) > self.pending_bytes:
                 self._run([], pending, out)

@@ -80,10 +80,17 @@ class LayerGraph:
 
     @_cached
     def signal(self) -> dict[str, Tensor]:
+        """Graph-signal features. Under ``rw`` on the literal ``L_rw`` (Geometry of Reason's
+        default): its energy and its unit-norm, non-orthogonal eigenvectors."""
         if self.hidden is None:
             raise ValueError("graph-signal features need the layer's hidden states")
-        vals, vecs = self.eigh
-        return sp.graph_signal_features(vals, vecs, self.hidden, self.cfg.hfer_fraction)
+        frac = self.cfg.hfer_fraction
+        vals, vecs = self.eigh  # of L_sym under rw: same eigenvalues
+        if self.cfg.laplacian == "rw":
+            V = sp.random_walk_vectors(vecs, self.W)
+            L = sp.random_walk_laplacian(self.W)
+            return sp.graph_signal_features(vals, V, self.hidden, frac, L=L)
+        return sp.graph_signal_features(vals, vecs, self.hidden, frac)
 
 
 @dataclass

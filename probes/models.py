@@ -122,6 +122,20 @@ def find_decoder_layers(model: nn.Module) -> nn.ModuleList:
     raise ValueError(f"could not find {n} decoder layers with attention in {type(model).__name__}")
 
 
+_FINAL_NORM_NAMES = ("norm", "ln_f", "final_layer_norm", "final_norm")
+
+
+def find_final_norm(model: nn.Module) -> nn.Module | None:
+    """The norm applied after the last decoder block (``model.norm``, ``transformer.ln_f``
+    ...), the one ``output_hidden_states`` applies to its last entry; ``None`` if absent."""
+    for base in (getattr(model, name, None) for name in ("model", "transformer", "gpt_neox")):
+        for name in _FINAL_NORM_NAMES:
+            norm = getattr(base, name, None) if base is not None else None
+            if isinstance(norm, nn.Module):
+                return norm
+    return None
+
+
 _ATTENTION_NAMES = ("self_attn", "attn", "attention", "self_attention")
 
 

@@ -338,15 +338,31 @@ def eigenvalue_entropy(vals: Tensor) -> Tensor:
     return entropy(vals)
 
 
+def random_walk_vectors(U: Tensor, W: Tensor) -> Tensor:
+    """Unit-norm eigenvectors ``(..., T, T)`` (columns) of the literal, non-symmetric
+    ``L_rw = I - D^-1 W``, from the orthonormal eigenvectors ``U`` of ``L_sym`` (same order,
+    same eigenvalues).
+
+    ``L_rw = D^-1/2 L_sym D^1/2``, so its eigenvectors are ``D^-1/2 u_i``: exact, real, and no
+    general eigensolver. They are not orthogonal; each is scaled to unit norm, as a general
+    solver (``scipy.linalg.eig``) returns them. An isolated node keeps its ``u_i`` entry.
+    """
+    s = _inv_sqrt_degrees(W).to(U.dtype)  # (..., T)
+    V = U * torch.where(s > 0, s, torch.ones_like(s)).unsqueeze(-1)
+    return V / V.norm(dim=-2, keepdim=True)
+
+
 def graph_signal_features(
-    vals: Tensor, vecs: Tensor, X: Tensor, high_fraction: float = 0.1
+    vals: Tensor, vecs: Tensor, X: Tensor, high_fraction: float = 0.1, L: Tensor | None = None
 ) -> dict[str, Tensor]:
     """Graph-signal features of node signals ``X`` on a Laplacian ``U diag(vals) U^T``.
 
     With the graph Fourier transform ``Xhat = U^T X`` and the power at frequency ``i``,
     ``p_i = ||Xhat[i]||^2``:
 
-    * ``energy`` = ``tr(X^T L X)`` = ``sum_i vals_i p_i`` (Dirichlet energy);
+    * ``energy`` = ``tr(X^T L X)`` = ``sum_i vals_i p_i`` (Dirichlet energy; with a
+      non-symmetric ``L`` given, ``tr(X^T L X)`` itself, as Geometry of Reason computes it on
+      the literal ``L_rw``, whose eigenvectors are not orthogonal);
     * ``smoothness`` = ``energy / tr(X^T X)``;
     * ``hfer`` = share of the power in the top ``high_fraction`` of frequencies
       (``ceil(high_fraction * T)`` largest eigenvalues, at least one);
@@ -354,8 +370,9 @@ def graph_signal_features(
 
     Args:
         vals: ``(..., T)`` ascending eigenvalues.
-        vecs: ``(..., T, T)`` orthonormal eigenvectors (columns).
+        vecs: ``(..., T, T)`` eigenvectors (columns): orthonormal, or unit-norm for ``L_rw``.
         X: ``(..., T, D)`` signals; broadcast against the leading dimensions.
+        L: ``(..., T, T)`` the Laplacian itself, for the energy of a non-symmetric one.
 
     Returns:
         Each feature as a ``(...)`` tensor.
@@ -363,14 +380,18 @@ def graph_signal_features(
     X = X.to(vecs.dtype)
     power = (vecs.transpose(-1, -2) @ X).square().sum(dim=-1)  # (..., T)
     total = power.sum(dim=-1)
-    energy = (vals * power).sum(dim=-1)
+    if L is None:
+        energy = (vals * power).sum(dim=-1)
+    else:
+        energy = (X.transpose(-1, -2) @ L.to(X.dtype) @ X).diagonal(0, -2, -1).sum(dim=-1)
     T = vals.shape[-1]
     n_high = max(1, -(-int(round(high_fraction * T * 1e6)) // 1_000_000))  # ceil, robust to fp
     high = power[..., T - n_high :].sum(dim=-1)
     safe = torch.where(total > 0, total, torch.ones_like(total))
+    norm = X.square().sum(dim=(-2, -1))  # tr(X^T X); the power total only for orthonormal U
     return {
         "energy": energy,
-        "smoothness": energy / safe,
+        "smoothness": energy / torch.where(norm > 0, norm, torch.ones_like(norm)),
         "hfer": high / safe,
         "signal_entropy": entropy(power),
     }

@@ -80,9 +80,16 @@ def layer_features(
         Ld = np.diag(d_in) - a
         lap = np.sort(scipy.linalg.eigvals(Ld).real)[::-1]
         add("lapeig_single", [lap[_clip(i, T)] for i in range(k)])
-        # Graph-signal features straight from their definitions.
-        L = laplacians(W)["sym" if kind == "rw" else kind]
-        vals, U = scipy.linalg.eigh(L)
+        # Graph-signal features straight from their definitions; under rw on the literal,
+        # non-symmetric L_rw with SciPy's general eigensolver (Geometry of Reason's default).
+        L = laplacians(W)[kind]
+        if kind == "rw":
+            vals, U = scipy.linalg.eig(L)
+            order = np.argsort(vals.real)
+            U = U[:, order].real
+            U /= np.linalg.norm(U, axis=0)
+        else:
+            vals, U = scipy.linalg.eigh(L)
         energy = np.trace(X.T @ L @ X)
         power = ((U.T @ X) ** 2).sum(axis=1)
         n_high = max(1, math.ceil(hfer_fraction * T))

@@ -75,9 +75,9 @@ def _reference(lm, text, cfg, layers, span_start):
 @pytest.mark.parametrize("batch_size", [1, 3])
 def test_hooks_equal_output_attentions(request, model, heads, batch_size):
     lm = request.getfixturevalue(model)
-    # All families; the last layer is left out because output_hidden_states applies the final
-    # norm to it (the hooks see the raw layer output, which is what the features are defined on).
-    layers = list(range(lm.n_layers - 1))
+    # All families, all layers: the last layer's graph signal is taken after the final norm,
+    # as output_hidden_states reports it (and Geometry of Reason reads it).
+    layers = list(range(lm.n_layers))
     cfg = CaptureConfig(families="all", heads=heads, layers=tuple(layers))
     ex = SpectralCapture(lm, cfg).extract(TEXTS, batch_size=batch_size)
     for i, text in enumerate(TEXTS):

@@ -232,3 +232,22 @@ def test_llm_check_score_sums_heads_of_mean_log_diagonals():
     diags = torch.tensor([[1.0, 0.5, 0.25], [0.5, 0.5, 0.5]], dtype=torch.float64)  # (H, T)
     want = (np.log(1) + np.log(0.5) + np.log(0.25)) / 3 + np.log(0.5)
     assert float(sp.llm_check_score(diags)) == pytest.approx(want, abs=1e-12)
+
+
+def test_geometry_of_reason_signal_features_on_the_literal_random_walk_laplacian():
+    """By hand: the path 0 - 1 - 2 (degrees 1, 2, 1), signal e_0. L_rw = I - D^-1 W has
+    eigenvalues 0, 1, 2 with unit eigenvectors (1, 1, 1)/sqrt3, (1, 0, -1)/sqrt2 and
+    (1, -1, 1)/sqrt3 (not orthogonal to each other in general; here the powers of e_0 are
+    1/3, 1/2, 1/3). Energy x^T L_rw x = L_rw[0, 0] = 1 = smoothness; HFER (the top mode of 3)
+    = (1/3) / (7/6) = 2/7; entropy of (2/7, 3/7, 2/7)."""
+    W = torch.tensor([[0.0, 1, 0], [1, 0, 1], [0, 1, 0]], dtype=torch.float64)
+    X = torch.tensor([[1.0], [0.0], [0.0]], dtype=torch.float64)
+    vals, U = sp.laplacian_eigh(W, "sym")
+    V = sp.random_walk_vectors(U, W)
+    got = sp.graph_signal_features(vals, V, X, 0.1, L=sp.random_walk_laplacian(W))
+    np.testing.assert_allclose(vals.numpy(), [0, 1, 2], atol=1e-12)
+    assert float(got["energy"]) == pytest.approx(1.0)
+    assert float(got["smoothness"]) == pytest.approx(1.0)
+    assert float(got["hfer"]) == pytest.approx(2 / 7)
+    p = np.array([2, 3, 2]) / 7
+    assert float(got["signal_entropy"]) == pytest.approx(-(p * np.log(p)).sum())
