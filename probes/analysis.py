@@ -15,17 +15,11 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
 
 from .featuredata import SplitArrays
+from .metrics import auroc
 
 CONFOUNDS = ("confound/n_tokens_full", "confound/n_chars", "confound/n_steps", "confound/logprob")
-
-
-def _auc(y: np.ndarray, x: np.ndarray) -> float:
-    if len(np.unique(y)) < 2 or not np.isfinite(x).all() or np.ptp(x) == 0:
-        return 0.5
-    return float(roc_auc_score(y, x))
 
 
 def family_layer(name: str) -> tuple[str, str]:
@@ -38,14 +32,21 @@ def family_layer(name: str) -> tuple[str, str]:
 def _best_on_calib(cols: Sequence[int], calib: SplitArrays, test: SplitArrays, Xc, Xt) -> dict:
     """Among ``cols``, the column and sign with the largest calib |AUROC - 0.5|; its test AUROC."""
     yc, yt = calib.y.numpy(), test.y.numpy()
-    aucs = [(_auc(yc, Xc[:, j]), j) for j in cols]
+    aucs = [(a, j) for j in cols if not np.isnan(a := auroc(Xc[:, j], yc))]
+    if not aucs:  # every column undefined on calib (one class, or non-finite values)
+        return {
+            "column": cols[0],
+            "direction": 1,
+            "calib_auroc": float("nan"),
+            "test_auroc": float("nan"),
+        }
     calib_auc, j = max(aucs, key=lambda a: abs(a[0] - 0.5))
     sign = 1.0 if calib_auc >= 0.5 else -1.0
     return {
         "column": j,
         "direction": int(sign),
         "calib_auroc": max(calib_auc, 1 - calib_auc),
-        "test_auroc": _auc(yt, sign * Xt[:, j]),
+        "test_auroc": auroc(sign * Xt[:, j], yt),
     }
 
 

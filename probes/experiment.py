@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from . import analysis, jsonio, plots
+from . import analysis, compare, jsonio, plots
 from .atomic import atomic_write_text
 from .bundle import from_fitted
 from .config import ExperimentConfig, ScorerSpec
@@ -194,7 +194,7 @@ def run_experiment(cfg: ExperimentConfig) -> dict[str, dict[str, float]]:
     resolved = cfg.to_dict()
     (out_dir / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
     try:
-        metrics = _run(cfg, out_dir, resolved)
+        metrics, paired, top = _run(cfg, out_dir, resolved)
     except BaseException as err:
         status = {"status": "failed", "error": f"{type(err).__name__}: {err}"}
         jsonio.write_json(out_dir / "status.json", status)
@@ -202,6 +202,9 @@ def run_experiment(cfg: ExperimentConfig) -> dict[str, dict[str, float]]:
     jsonio.write_json(out_dir / "status.json", {"status": "succeeded"})
     mark_latest(root, out_dir)
     print(comparison_table(metrics))
+    if paired:
+        print(compare.comparison_rows_table(paired))
+    print(compare.headline_line(top))
     print(f"results: {out_dir} (also {root / 'latest'})")
     return metrics
 
@@ -221,6 +224,10 @@ def _run(cfg: ExperimentConfig, out_dir: Path, resolved: dict) -> dict:
             fit_scorer(spec, dm.names, train, calib, _curves(tracker, spec)) for spec in cfg.scorers
         ]
         metrics, probs = evaluate_all(fitted, test, cfg.n_boot, cfg.seed)
+        selects = {f.spec.name: f.spec.select for f in fitted}
+        yt = test.y.numpy()
+        paired = compare.paired_rows(selects, probs, yt, test.groups, cfg.n_boot, cfg.seed)
+        top = compare.headline([f.spec for f in fitted], probs, yt, paired)
         layer_rows = analysis.layer_auroc(dm.names, calib, test)
         audit_rows = analysis.confound_audit(dm.names, train, calib, test)
         truncation = truncation_shares(store)
@@ -232,6 +239,9 @@ def _run(cfg: ExperimentConfig, out_dir: Path, resolved: dict) -> dict:
                 "run": out_dir.name,
                 "store": str(store.path),
                 "truncation": truncation,
+                "headline": top,
+                "headline_text": compare.headline_line(top),
+                "paired": paired,
                 "n": {
                     "train": len(train.y),
                     "calib": len(calib.y),
@@ -247,12 +257,13 @@ def _run(cfg: ExperimentConfig, out_dir: Path, resolved: dict) -> dict:
         for path in export_all(fitted, store.manifest, metrics, resolved, out_dir / "bundles"):
             tracker.log_artifact(path, f"scorer-{cfg.name}-{path.name}", "model")
         tracker.log_results({k: _numeric(v) for k, v in metrics.items()})
+        tracker.log_paired(paired, top)
         tracker.log_images(images)
         if cfg.wandb.log_store:
             tracker.log_artifact(store.path, f"store-{cfg.name}", "feature-store")
     finally:
         tracker.finish()
-    return metrics
+    return metrics, paired, top
 
 
 def evaluate_all(fitted: list[FittedScorer], test: SplitArrays, n_boot: int, seed: int):

@@ -1,24 +1,123 @@
-"""Evaluation metrics (torchmetrics) with grouped bootstrap intervals.
+"""Evaluation metrics with grouped bootstrap intervals, and paired comparisons.
 
-Point estimates come from torchmetrics' ``BinaryAUROC``, ``BinaryAveragePrecision`` and
-``BinaryCalibrationError(n_bins=15, norm="l1")`` (functional forms), the Brier score and the
-accuracy at the scorer's threshold. Intervals resample whole groups (problems), since the
-records of one problem are not independent.
+AUROC is :func:`auroc`, the one implementation used everywhere (scorers, feature choice on
+calib, per-layer maps, intervals): exact, NaN for a sample with one class. AUPRC and ECE are
+torchmetrics' ``BinaryAveragePrecision`` and ``BinaryCalibrationError(n_bins=15,
+norm="l1")`` (functional forms); then the Brier score and the accuracy at the scorer's
+threshold. Intervals resample whole groups (problems), since the records of one problem are
+not independent. Two scorers on the same records are compared by one paired interval on
+their AUROC difference (:func:`paired_bootstrap`) and DeLong's test (:func:`delong`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
+import scipy.stats
 import torch
 from torchmetrics.functional.classification import (
-    binary_auroc,
     binary_average_precision,
     binary_calibration_error,
 )
 
 METRICS = ("auroc", "auprc", "ece", "brier", "accuracy")
+
+
+def auroc(scores: np.ndarray, y: np.ndarray) -> float:
+    """The one AUROC of the project, of ``scores (N,)`` (any real values: probabilities or
+    raw features) against ``y (N,)``: the Mann-Whitney statistic from midranks, exact in
+    float64, ties counted one half (equal to scikit-learn's ``roc_auc_score`` and to
+    torchmetrics' ``BinaryAUROC``, tested; 10x faster than the first and, unlike the second,
+    not squashed through a sigmoid that ties every raw length above ~40).
+
+    A sample with one class, or with non-finite scores, gives NaN: callers count those,
+    never read them as 0.5.
+
+    Example:
+        >>> auroc(np.array([3.0, 1.0, 2.0, 2.0]), np.array([1, 0, 1, 0]))
+        0.875
+        >>> auroc(np.array([0.1, 0.9]), np.array([1, 1]))
+        nan
+    """
+    scores, y = np.asarray(scores, dtype=np.float64), np.asarray(y)
+    if len(np.unique(y)) < 2 or not np.isfinite(scores).all():
+        return float("nan")
+    pos = y == 1
+    m, n = int(pos.sum()), int((~pos).sum())
+    rank_sum = float(scipy.stats.rankdata(scores)[pos].sum())
+    return (rank_sum - m * (m + 1) / 2) / (m * n)
+
+
+def group_resamples(groups: Sequence[str], n_boot: int, seed: int) -> Iterator[np.ndarray]:
+    """Row indices of ``n_boot`` bootstrap resamples that draw whole groups with replacement
+    (the records of one problem are not independent)."""
+    uniq, inverse = np.unique(np.asarray(groups), return_inverse=True)
+    members = [np.flatnonzero(inverse == g) for g in range(len(uniq))]
+    rng = np.random.default_rng(seed)
+    for _ in range(n_boot):
+        yield np.concatenate([members[g] for g in rng.integers(0, len(uniq), len(uniq))])
+
+
+def delong(a: np.ndarray, b: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """DeLong's paired test of ``AUROC(a) - AUROC(b)`` on the same records (DeLong, DeLong
+    and Clarke-Pearson 1988; midrank form of Sun and Xu 2014).
+
+    Returns ``diff``, its standard error ``se``, ``z`` and the two-sided ``p``; NaN when
+    ``y`` holds one class. Records are taken as independent: the grouped bootstrap of
+    :func:`paired_bootstrap` is the interval that respects groups.
+    """
+    a, b, y = np.asarray(a, float), np.asarray(b, float), np.asarray(y)
+    pos, neg = y == 1, y == 0
+    m, n = int(pos.sum()), int(neg.sum())
+    if m < 2 or n < 2:
+        nan = float("nan")
+        return {"diff": nan, "se": nan, "z": nan, "p": nan}
+    v10, v01, aucs = [], [], []
+    for s in (a, b):
+        r_all = scipy.stats.rankdata(s)
+        r_pos, r_neg = scipy.stats.rankdata(s[pos]), scipy.stats.rankdata(s[neg])
+        v10.append((r_all[pos] - r_pos) / n)  # per positive: share of negatives below it
+        v01.append(1 - (r_all[neg] - r_neg) / m)  # per negative: share of positives above it
+        aucs.append(float(v10[-1].mean()))
+    s10, s01 = np.cov(np.stack(v10)), np.cov(np.stack(v01))
+    cov = s10 / m + s01 / n
+    var = cov[0, 0] + cov[1, 1] - 2 * cov[0, 1]
+    diff = aucs[0] - aucs[1]
+    if var <= 0:
+        return {"diff": diff, "se": 0.0, "z": float("nan"), "p": 1.0 if diff == 0 else 0.0}
+    se = float(np.sqrt(var))
+    z = diff / se
+    return {"diff": diff, "se": se, "z": float(z), "p": float(2 * scipy.stats.norm.sf(abs(z)))}
+
+
+def paired_bootstrap(
+    a: np.ndarray,
+    b: np.ndarray,
+    y: np.ndarray,
+    groups: Sequence[str],
+    n_boot: int = 500,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, float]:
+    """``AUROC(a) - AUROC(b)`` on the same records, with a percentile interval from one
+    grouped bootstrap that resamples both scorers together; resamples with one class are
+    left out and counted (``n_undefined``)."""
+    diffs, undefined = [], 0
+    for pick in group_resamples(groups, n_boot, seed):
+        d = auroc(a[pick], y[pick]) - auroc(b[pick], y[pick])
+        if np.isnan(d):
+            undefined += 1
+        else:
+            diffs.append(d)
+    lo_q, hi_q = (1 - level) / 2 * 100, (1 + level) / 2 * 100
+    lo, hi = np.percentile(diffs, [lo_q, hi_q]) if diffs else (float("nan"),) * 2
+    return {
+        "diff": auroc(a, y) - auroc(b, y),
+        "lo": float(lo),
+        "hi": float(hi),
+        "n_undefined": undefined,
+    }
 
 
 def point_metrics(p: np.ndarray, y: np.ndarray, decision: np.ndarray) -> dict[str, float]:
@@ -35,7 +134,7 @@ def point_metrics(p: np.ndarray, y: np.ndarray, decision: np.ndarray) -> dict[st
     yt = torch.as_tensor(y, dtype=torch.long)
     single_class = len(torch.unique(yt)) < 2
     return {
-        "auroc": float("nan") if single_class else float(binary_auroc(pt, yt)),
+        "auroc": auroc(p, y),
         "auprc": float("nan") if single_class else float(binary_average_precision(pt, yt)),
         "ece": float(binary_calibration_error(pt, yt, n_bins=15, norm="l1")),
         "brier": float(((pt - yt) ** 2).mean()),
@@ -53,13 +152,8 @@ def grouped_bootstrap(
     level: float = 0.95,
 ) -> dict[str, tuple[float, float]]:
     """Percentile intervals of every metric, resampling groups with replacement."""
-    groups = np.asarray(groups)
-    uniq, inverse = np.unique(groups, return_inverse=True)
-    members = [np.flatnonzero(inverse == g) for g in range(len(uniq))]
-    rng = np.random.default_rng(seed)
     samples: dict[str, list[float]] = {m: [] for m in METRICS}
-    for _ in range(n_boot):
-        pick = np.concatenate([members[g] for g in rng.integers(0, len(uniq), len(uniq))])
+    for pick in group_resamples(groups, n_boot, seed):
         for name, value in point_metrics(p[pick], y[pick], decision[pick]).items():
             samples[name].append(value)
     lo, hi = (1 - level) / 2 * 100, (1 + level) / 2 * 100

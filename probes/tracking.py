@@ -59,6 +59,24 @@ class Tracker:
             table.add_data(scorer, *[row.get(c) for c in columns[1:]])
         self.run.log({"comparison": table})
 
+    def log_paired(self, rows: Sequence[Mapping], headline: Mapping | None) -> None:
+        """The paired comparisons as a table; the headline in the summary
+        (``headline/diff``, ``headline/lo``, ``headline/hi``, ``headline/p``)."""
+        if self.run is None:
+            return
+        import wandb
+
+        columns = ["scorer", "baseline", "diff", "lo", "hi", "p", "n_undefined"]
+        table = wandb.Table(columns=columns)
+        for r in rows:
+            table.add_data(*[r.get(c) for c in columns])
+        self.run.log({"paired": table})
+        if headline is not None:
+            self.run.summary.update(
+                {f"headline/{k}": headline[k] for k in ("diff", "lo", "hi", "p")}
+                | {"headline/scorer": headline["scorer"], "headline/baseline": headline["baseline"]}
+            )
+
     def log_images(self, paths: Sequence[Path]) -> None:
         if self.run is None:
             return

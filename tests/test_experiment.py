@@ -66,6 +66,16 @@ def test_train_writes_every_artifact(tiny_run):
             assert 0 <= row[f"{m}_lo"] <= row[f"{m}_hi"] <= 1, (m, row)
         assert row["auroc_lo"] <= row["auroc"] <= row["auroc_hi"], row
     assert "AUROC [95% CI]" in stdout and "hidden_probe" in stdout
+    report = json.loads((folder / "metrics.json").read_text())
+    top = report["headline"]
+    assert (top["scorer"], top["baseline"]) in {
+        ("spectral_lr", "length"),
+        ("spectral_lr", "logprob"),
+    }
+    assert top["lo"] <= top["hi"] and 0 <= top["p"] <= 1
+    assert report["headline_text"] in stdout
+    pairs = {(r["scorer"], r["baseline"]) for r in report["paired"]}
+    assert ("threshold", "length") in pairs and ("hidden_probe", "logprob") in pairs
     rows = list(csv.DictReader(open(folder / "layer_auroc.csv")))
     assert {r["layer"] for r in rows if r["family"] == "eig_low"} == {"L00", "L01", "L02", "L03"}
     audit = list(csv.DictReader(open(folder / "confound_audit.csv")))
@@ -80,6 +90,9 @@ def test_offline_wandb_run_holds_the_metrics(tiny_run):
     for scorer, row in metrics.items():
         for m in ("auroc", "auroc_lo", "auroc_hi", "ece", "brier", "accuracy"):
             assert summary[f"test/{scorer}/{m}"] == pytest.approx(row[m]), (scorer, m)
+    top = json.loads((folder / "metrics.json").read_text())["headline"]
+    assert summary["headline/diff"] == pytest.approx(top["diff"])
+    assert summary["headline/baseline"] == top["baseline"]
 
 
 def test_experiment_files_override_the_shared_default():

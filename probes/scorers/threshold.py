@@ -10,7 +10,9 @@ from collections.abc import Sequence
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import roc_auc_score, roc_curve
+from sklearn.metrics import roc_curve
+
+from ..metrics import auroc
 
 
 class ThresholdBaseline:
@@ -50,7 +52,7 @@ class ThresholdBaseline:
         if self.feature == "auto":
             if self.label_free:
                 raise ValueError("feature='auto' picks by calib AUROC, which needs labels")
-            aucs = np.array([_auroc(y_calib, X[:, j]) for j in range(X.shape[1])])
+            aucs = np.array([auroc(X[:, j], y_calib) for j in range(X.shape[1])])
             j = int(np.nanargmax(np.abs(aucs - 0.5)))
         elif self.feature in names:
             j = names.index(self.feature)
@@ -66,7 +68,7 @@ class ThresholdBaseline:
         elif self.label_free:
             self.direction_ = 1
         else:
-            self.direction_ = 1 if _auroc(y_calib, x) >= 0.5 else -1
+            self.direction_ = 1 if auroc(x, y_calib) >= 0.5 else -1
         s = self.direction_ * x
         if self.label_free:
             self.threshold_ = float(np.quantile(s, self.quantile))
@@ -96,9 +98,3 @@ class ThresholdBaseline:
     def predict(self, X: np.ndarray) -> np.ndarray:
         """``(N,)`` 1 (valid) where the signed feature reaches the threshold."""
         return (self.score(X) >= self.threshold_).astype(np.int64)
-
-
-def _auroc(y: np.ndarray, x: np.ndarray) -> float:
-    if len(np.unique(y)) < 2 or not np.isfinite(x).all():
-        return float("nan")
-    return float(roc_auc_score(y, x))

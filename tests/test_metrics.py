@@ -1,0 +1,120 @@
+"""The one AUROC, DeLong's paired test and the grouped (paired) bootstrap, each against an
+independent computation."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+import scipy.stats
+from sklearn.metrics import roc_auc_score
+
+from probes.metrics import auroc, delong, group_resamples, paired_bootstrap
+
+
+def test_one_auroc_matches_sklearn_on_raw_features_with_ties():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 300)
+    raw = np.round(rng.normal(500, 200, 300) + 80 * y)  # lengths: far outside [0, 1], ties
+    assert auroc(raw, y) == pytest.approx(roc_auc_score(y, raw), abs=1e-12)
+    p = 1 / (1 + np.exp(-(raw - 500) / 200))  # probabilities: torchmetrics agrees (float32)
+    import torch
+    from torchmetrics.functional.classification import binary_auroc
+
+    assert auroc(p, y) == pytest.approx(
+        float(binary_auroc(torch.tensor(p), torch.tensor(y))), abs=1e-6
+    )
+    assert auroc(-raw, y) == pytest.approx(1 - roc_auc_score(y, raw), abs=1e-12)
+    assert auroc(np.ones(300), y) == 0.5  # all tied: chance, by definition
+    assert np.isnan(auroc(raw, np.ones(300)))  # one class: undefined, never 0.5
+    assert np.isnan(auroc(np.r_[raw[:-1], np.nan], y))
+
+
+def _delong_by_definition(a, b, y):
+    """O(m n) structural components, straight from DeLong et al. (1988)."""
+    pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+    m, n = len(pos), len(neg)
+
+    def psi(s):  # (m, n): 1 if the positive scores above the negative, 1/2 on ties
+        d = s[pos][:, None] - s[neg][None, :]
+        return (d > 0) + 0.5 * (d == 0)
+
+    P = [psi(a), psi(b)]
+    A = np.array([p.mean() for p in P])
+    V10 = np.array([p.mean(axis=1) for p in P])  # (2, m)
+    V01 = np.array([p.mean(axis=0) for p in P])  # (2, n)
+    S10 = (V10 - A[:, None]) @ (V10 - A[:, None]).T / (m - 1)
+    S01 = (V01 - A[:, None]) @ (V01 - A[:, None]).T / (n - 1)
+    S = S10 / m + S01 / n
+    se = np.sqrt(S[0, 0] + S[1, 1] - 2 * S[0, 1])
+    z = (A[0] - A[1]) / se
+    return A[0] - A[1], se, 2 * scipy.stats.norm.sf(abs(z))
+
+
+def test_delong_matches_its_definition():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 120)
+    a = rng.normal(size=120) + 0.8 * y
+    b = np.round(a + rng.normal(scale=0.7, size=120), 1)  # correlated, with ties
+    got = delong(a, b, y)
+    diff, se, p = _delong_by_definition(a, b, y)
+    assert got["diff"] == pytest.approx(diff, abs=1e-12)
+    assert got["diff"] == pytest.approx(auroc(a, y) - auroc(b, y), abs=1e-12)
+    assert got["se"] == pytest.approx(se, rel=1e-9)
+    assert got["p"] == pytest.approx(p, rel=1e-9)
+
+
+def test_group_resamples_keep_groups_whole():
+    groups = [f"g{i // 3}" for i in range(30)]  # 10 groups of 3
+
+    def whole(pick):
+        counts = Counter(np.asarray(groups)[pick])
+        rows = Counter(pick.tolist())
+        # Every row of a drawn group appears as often as the group was drawn.
+        return all(rows[i] == counts[groups[i]] // 3 for i in range(30))
+
+    assert all(whole(pick) for pick in group_resamples(groups, 50, 0))
+    rng = np.random.default_rng(0)
+    ungrouped = [rng.integers(0, 30, 30) for _ in range(50)]
+    assert not all(whole(pick) for pick in ungrouped)  # the check can fail
+
+
+def test_paired_bootstrap_of_a_scorer_against_itself_is_zero():
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 2, 80)
+    a = rng.normal(size=80) + y
+    groups = [str(i // 2) for i in range(80)]
+    same = paired_bootstrap(a, a, y, groups, n_boot=50)
+    assert (same["diff"], same["lo"], same["hi"]) == (0.0, 0.0, 0.0)
+    other = paired_bootstrap(a, rng.normal(size=80), y, groups, n_boot=200)
+    assert other["lo"] <= other["diff"] <= other["hi"] and other["lo"] > 0
+
+
+def test_headline_is_the_spectral_calibrator_against_the_best_confound():
+    from probes.compare import headline, headline_line, paired_rows
+    from probes.config import ScorerSpec
+
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 100)
+    probs = {
+        "threshold": rng.random(100),
+        "spectral_lr": y * 0.5 + rng.random(100),
+        "length": rng.random(100),
+        "logprob": y * 0.2 + rng.random(100),  # the better confound on test
+    }
+    specs = [
+        ScorerSpec("threshold", "threshold"),
+        ScorerSpec("spectral_lr", "logistic"),
+        ScorerSpec("length", "logistic", select=("confound/n_tokens_full",)),
+        ScorerSpec("logprob", "logistic", select=("confound/logprob",)),
+    ]
+    groups = [str(i) for i in range(100)]
+    rows = paired_rows({s.name: s.select for s in specs}, probs, y, groups, 100, 0)
+    assert {(r["scorer"], r["baseline"]) for r in rows} == {
+        (s, b) for s in ("threshold", "spectral_lr") for b in ("length", "logprob")
+    }
+    top = headline(specs, probs, y, rows)
+    assert (top["scorer"], top["baseline"]) == ("spectral_lr", "logprob")
+    assert top["diff"] == pytest.approx(auroc(probs["spectral_lr"], y) - auroc(probs["logprob"], y))
+    assert headline_line(top).startswith("spectral_lr - best confound (logprob) = +")
