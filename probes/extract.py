@@ -24,7 +24,7 @@ from .data.records import Record
 from .data.sources import load_records
 from .data.splits import check_splits
 from .models import load_frozen
-from .store import FeatureStore, fingerprint, new_run_tag, store_key, store_lock
+from .store import FeatureStore, fingerprint, is_rank_zero, new_run_tag, store_key, store_lock
 
 
 class ExtractionModule(L.LightningModule):
@@ -211,7 +211,8 @@ def extract(
 
 def _extract_locked(cfg, records, capture, manifest, path, repair, start, trainer_kwargs):
     store = FeatureStore(path, manifest)
-    repair_report = store.repair() if repair else None
+    # Rank 0 repairs (under the lock): Lightning starts the other ranks afterwards.
+    repair_report = store.repair() if repair and is_rank_zero() else None
     if repair_report is not None:
         print(repair_report.summary())
     dm = PendingDataModule(

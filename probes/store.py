@@ -348,7 +348,7 @@ class FeatureStore:
         return path
 
 
-def _is_rank_zero() -> bool:
+def is_rank_zero() -> bool:
     """Whether this process is rank 0 of its run, from the variables that torchrun, SLURM
     and Lightning's launcher set (none set: one process, rank 0)."""
     for name in ("RANK", "SLURM_PROCID"):
@@ -366,7 +366,7 @@ def store_lock(path: str | Path, timeout: float = -1) -> Iterator[None]:
     Only rank 0 of a distributed run takes it: the other ranks are that run's own workers.
     A second extraction waits (``timeout`` seconds, -1 for as long as it takes) and says so.
     """
-    if not _is_rank_zero():
+    if not is_rank_zero():
         yield
         return
     path = Path(path)

@@ -172,3 +172,11 @@ def test_data_build_refuses_to_overwrite_its_input(tmp_path, capsys):
     before = src.read_text()
     assert main(["data", "build", str(src), "--out", str(src)]) == 1
     assert "would destroy the input" in capsys.readouterr().err and src.read_text() == before
+
+
+def test_unknown_fields_are_refused_in_data_but_ignored_in_texts_to_score(tmp_path):
+    path = write_records(tmp_path / "x.jsonl", [{"id": "a", "text": "x", "label": 1, "grop": "g"}])
+    with pytest.raises(RecordError, match=r"x.jsonl:1: unknown field\(s\) \['grop'\]"):
+        load_records(path)
+    (rec,) = load_records(path, require_label=False)
+    assert rec.group == "a"

@@ -67,7 +67,11 @@ def load_records(
     if suffix in (".jsonl", ".json"):
         if not path.is_file():
             raise RecordError(f"{path}: no such file")
-        return validate(iter_jsonl(path, problems))
+        # Our own format: an unknown field is refused (a typo such as "grop" would silently
+        # drop the grouping), except in records to score, whose extra fields are ignored.
+        strict_fields = not mapping and require_label
+        rows = iter_jsonl(path, problems)
+        return validate_all(rows, None if strict_fields else transform, require_label, problems)
     if suffix == ".csv":
         return validate(_csv_rows(path))
     if suffix == ".parquet":
