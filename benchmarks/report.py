@@ -61,7 +61,6 @@ def section(name: str, folder: Path, docs: Path) -> str:
         "```",
         "",
         *([f"Headline: {report['headline_text']}.", ""] if "headline_text" in report else []),
-        "",
         *([f"Chosen on calib for the logistic scorers: {chosen}.", ""] if chosen else []),
         "Confound audit (test AUROC of the calib-chosen feature, raw and with length and",
         "log-probability regressed out on train):",
