@@ -103,21 +103,28 @@ def paired_bootstrap(
     """``AUROC(a) - AUROC(b)`` on the same records, with a percentile interval from one
     grouped bootstrap that resamples both scorers together; resamples with one class are
     left out and counted (``n_undefined``)."""
-    diffs, undefined = [], 0
-    for pick in group_resamples(groups, n_boot, seed):
-        d = auroc(a[pick], y[pick]) - auroc(b[pick], y[pick])
-        if np.isnan(d):
-            undefined += 1
-        else:
-            diffs.append(d)
-    lo_q, hi_q = (1 - level) / 2 * 100, (1 + level) / 2 * 100
-    lo, hi = np.percentile(diffs, [lo_q, hi_q]) if diffs else (float("nan"),) * 2
+    diffs = [
+        auroc(a[pick], y[pick]) - auroc(b[pick], y[pick])
+        for pick in group_resamples(groups, n_boot, seed)
+    ]
+    lo, hi = percentile_interval(diffs, level)
     return {
         "diff": auroc(a, y) - auroc(b, y),
-        "lo": float(lo),
-        "hi": float(hi),
-        "n_undefined": undefined,
+        "lo": lo,
+        "hi": hi,
+        "n_undefined": int(np.isnan(diffs).sum()),
     }
+
+
+def percentile_interval(samples: Sequence[float], level: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of bootstrap ``samples``; undefined (NaN) resamples, such as
+    single-class ones for AUROC, are left out; none left gives ``(nan, nan)``."""
+    arr = np.asarray(samples, dtype=np.float64)
+    arr = arr[np.isfinite(arr)]
+    if not len(arr):
+        return float("nan"), float("nan")
+    lo, hi = np.percentile(arr, [(1 - level) / 2 * 100, (1 + level) / 2 * 100])
+    return float(lo), float(hi)
 
 
 def point_metrics(p: np.ndarray, y: np.ndarray, decision: np.ndarray) -> dict[str, float]:
@@ -156,16 +163,7 @@ def grouped_bootstrap(
     for pick in group_resamples(groups, n_boot, seed):
         for name, value in point_metrics(p[pick], y[pick], decision[pick]).items():
             samples[name].append(value)
-    lo, hi = (1 - level) / 2 * 100, (1 + level) / 2 * 100
-    out = {}
-    for name, vals in samples.items():
-        arr = np.asarray(vals, dtype=np.float64)
-        arr = arr[np.isfinite(arr)]  # single-class resamples give NaN AUROC
-        if len(arr):
-            out[name] = (float(np.percentile(arr, lo)), float(np.percentile(arr, hi)))
-        else:
-            out[name] = (float("nan"), float("nan"))
-    return out
+    return {name: percentile_interval(vals, level) for name, vals in samples.items()}
 
 
 def evaluate_scores(
