@@ -16,6 +16,7 @@ import json
 import shutil
 from pathlib import Path
 
+from probes.compare import comparison_rows_table, nested_table
 from probes.config import load_experiment
 from probes.experiment import comparison_table, resolve_run, run_experiment, truncation_line
 
@@ -44,15 +45,20 @@ def section(name: str, folder: Path, docs: Path) -> str:
     for plot in ("layer_auroc", "reliability", "roc"):
         shutil.copy(folder / f"{plot}.png", images / f"{name}-{plot}.png")
     chosen = ", ".join(
-        f"`{k}` (wd {m['weight_decay']:g}, T {m['temperature']:.2f})"
+        f"`{k}` (wd {m['weight_decay']:g}"
+        + (f", T {m['temperature']:.2f})" if "temperature" in m else ")")
         for k, m in metrics.items()
         if "weight_decay" in m
     )
+    evaluation = report.get("evaluation", {"mode": "split", "text": "evaluation: the test split"})
+    cv = evaluation["mode"] == "cv"
     lines = [
         f"## {name}",
         "",
+        f"{evaluation['text'].replace('evaluation: ', 'Evaluated on: ')}. Single split "
         f"train / calib / test: {n['train']} / {n['calib']} / {n['test']} records"
-        f" ({n['skipped']} skipped as too long). Threshold feature: "
+        f" ({n['skipped']} skipped as too long). Threshold feature"
+        f"{' (most often chosen across folds)' if cv else ''}: "
         f"`{metrics['threshold'].get('feature')}`.",
         "",
         *([truncation_line(report["truncation"]) + ".", ""] if "truncation" in report else []),
@@ -61,7 +67,55 @@ def section(name: str, folder: Path, docs: Path) -> str:
         "```",
         "",
         *([f"Headline: {report['headline_text']}.", ""] if "headline_text" in report else []),
-        *([f"Chosen on calib for the logistic scorers: {chosen}.", ""] if chosen else []),
+        *(
+            [
+                "Paired differences (same records, grouped bootstrap, DeLong p):",
+                "",
+                "```",
+                comparison_rows_table(report["paired"]),
+                "```",
+                "",
+            ]
+            if report.get("paired")
+            else []
+        ),
+        *(
+            [
+                "Nested: spectra and confounds together against the confounds alone (log-loss: "
+                "negative when the spectra help):",
+                "",
+                "```",
+                nested_table(report["nested"]),
+                "```",
+                "",
+            ]
+            if report.get("nested")
+            else []
+        ),
+        *(
+            [
+                "<details><summary>The single split's test records (what the exported bundles "
+                "carry)</summary>",
+                "",
+                "```",
+                comparison_table(report["split_scorers"]),
+                "```",
+                "",
+                "</details>",
+                "",
+            ]
+            if cv
+            else []
+        ),
+        *(
+            [
+                f"Chosen {'most often across folds' if cv else 'on calib'} for the logistic "
+                f"scorers: {chosen}.",
+                "",
+            ]
+            if chosen
+            else []
+        ),
         "Confound audit (test AUROC of the calib-chosen feature, raw and with length and",
         "log-probability regressed out on train):",
         "",

@@ -395,9 +395,15 @@ def check_model(meta: dict, identity: dict, other: str = "model") -> None:
 
 
 def from_fitted(
-    fitted, model: dict, capture: dict, metrics: dict | None = None, config: dict | None = None
+    fitted,
+    model: dict,
+    capture: dict,
+    metrics: dict | None = None,
+    config: dict | None = None,
+    fit: dict | None = None,
 ) -> Scorer:
-    """A :class:`Scorer` from an experiment's fitted scorer."""
+    """A :class:`Scorer` from an experiment's fitted scorer; ``metrics`` are its measured
+    quality and ``fit`` says what it was fitted, calibrated and measured on."""
     from . import __version__
     from .scorers import LogisticCalibrator, ThresholdBaseline
 
@@ -411,6 +417,7 @@ def from_fitted(
         "capture": capture,
         "feature_names": list(fitted.names),
         "test_metrics": metrics or {},
+        "fit": fit or {},
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "config": config or {},
     }

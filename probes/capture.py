@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -37,6 +37,7 @@ from .features import (
 )
 from .models import EAGER_FIX, AttentionUnavailableError, FrozenLM, find_final_norm
 from .spectral import NegativeEigenvalueError
+from .threads import torch_threads
 from .tokens import TextTooLongError, Tokenized, tokenize_records, tokenize_texts
 
 
@@ -86,18 +87,6 @@ def resolve_layers(layers: str | Sequence[int], n_layers: int, option: str = "la
             )
         resolved.append(i % n_layers)
     return sorted(set(resolved))
-
-
-@contextlib.contextmanager
-def torch_threads(n: int | None) -> Iterator[None]:
-    """Run the block with ``n`` intra-op threads (``None``: leave as is), then restore."""
-    before = torch.get_num_threads()
-    if n is not None:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 @dataclass

@@ -15,7 +15,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from .config import SPECTRAL, ScorerSpec
-from .metrics import auroc, delong, paired_bootstrap
+from .featuredata import select_features
+from .metrics import auroc, delong, log_loss, paired_bootstrap
 
 
 def is_confound_baseline(select: Sequence[str]) -> bool:
@@ -50,6 +51,67 @@ def paired_rows(
     return rows
 
 
+def nested_rows(
+    specs: Sequence[ScorerSpec],
+    names: Sequence[str],
+    probs: dict[str, np.ndarray],
+    y: np.ndarray,
+    groups: Sequence[str],
+    n_boot: int,
+    seed: int,
+) -> list[dict]:
+    """Nested pairs: a logistic scorer against a logistic confound baseline whose features
+    are a strict subset of its own (``spectral_confounds`` against ``confounds``: do the
+    spectra add to the confounds they are fitted with?). One row per pair: ``auroc_diff``
+    with its paired grouped-bootstrap interval and DeLong's ``p``, and ``logloss_diff``
+    (``log_loss(scorer) - log_loss(baseline)``: negative when the spectra help) with its
+    interval.
+
+    Args:
+        names: the store's feature names, which the ``select`` patterns are matched on.
+        probs: name -> ``(N,)`` P(valid) on the evaluated records.
+    """
+    logistic = [s for s in specs if s.kind == "logistic"]
+    cols = {s.name: set(select_features(names, s.select)) for s in logistic}
+    rows = []
+    for a in logistic:
+        if is_confound_baseline(a.select):
+            continue
+        for b in logistic:
+            if not is_confound_baseline(b.select) or not cols[b.name] < cols[a.name]:
+                continue
+            pa, pb = probs[a.name], probs[b.name]
+            auc = paired_bootstrap(pa, pb, y, groups, n_boot, seed)
+            nll = paired_bootstrap(pa, pb, y, groups, n_boot, seed, metric=log_loss)
+            rows.append(
+                {
+                    "scorer": a.name,
+                    "baseline": b.name,
+                    "auroc_diff": auc["diff"],
+                    "auroc_lo": auc["lo"],
+                    "auroc_hi": auc["hi"],
+                    "p": delong(pa, pb, y)["p"],
+                    "logloss_diff": nll["diff"],
+                    "logloss_lo": nll["lo"],
+                    "logloss_hi": nll["hi"],
+                }
+            )
+    return rows
+
+
+def nested_table(rows: list[dict]) -> str:
+    """The nested pairs as a text table."""
+    lines = [
+        f"{'nested':18} {'- baseline':12} {'AUROC diff [95% CI]':>26} {'p':>8} "
+        f"{'log-loss diff [95% CI]':>26}"
+    ]
+    for r in rows:
+        auc = f"{r['auroc_diff']:+.3f} [{r['auroc_lo']:+.3f}, {r['auroc_hi']:+.3f}]"
+        nll = f"{r['logloss_diff']:+.3f} [{r['logloss_lo']:+.3f}, {r['logloss_hi']:+.3f}]"
+        lines.append(f"{r['scorer']:18} {r['baseline']:12} {auc:>26} {r['p']:8.3g} {nll:>26}")
+    return "\n".join(lines)
+
+
 def headline(
     specs: Sequence[ScorerSpec], probs: dict[str, np.ndarray], y: np.ndarray, rows
 ) -> dict | None:
@@ -77,8 +139,8 @@ def headline_line(h: dict | None) -> str:
 
 def comparison_rows_table(rows: list[dict]) -> str:
     """The paired comparisons as a text table."""
-    lines = [f"{'scorer':14} {'- baseline':12} {'AUROC diff [95% CI]':>26} {'p':>8}"]
+    lines = [f"{'scorer':18} {'- baseline':12} {'AUROC diff [95% CI]':>26} {'p':>8}"]
     for r in rows:
         ci = f"{r['diff']:+.3f} [{r['lo']:+.3f}, {r['hi']:+.3f}]"
-        lines.append(f"{r['scorer']:14} {r['baseline']:12} {ci:>26} {r['p']:8.3g}")
+        lines.append(f"{r['scorer']:18} {r['baseline']:12} {ci:>26} {r['p']:8.3g}")
     return "\n".join(lines)

@@ -286,9 +286,14 @@ class ScorerSpec(Options):
             object.__setattr__(self, "select", value)
 
 
+#: The spectral features and every confound: nested over ``confounds``, it asks whether the
+#: spectra add to what length and log-probability already say.
+SPECTRAL_CONFOUNDS = ("*", "!hidden_mean/*", "!attn_logdet/*")
+
 DEFAULT_SCORERS = (
     ScorerSpec("threshold", "threshold"),
     ScorerSpec("spectral_lr", "logistic"),
+    ScorerSpec("spectral_confounds", "logistic", select=SPECTRAL_CONFOUNDS),
     # The whole span's length, measured before truncation (a capped token count is not).
     ScorerSpec(
         "length",
@@ -296,6 +301,8 @@ DEFAULT_SCORERS = (
         select=("confound/n_tokens_full", "confound/n_chars", "confound/n_steps"),
     ),
     ScorerSpec("logprob", "logistic", select=("confound/logprob",)),
+    # Every confound at once: length, log-probability, perplexity and predictive entropy.
+    ScorerSpec("confounds", "logistic", select=("confound/*",)),
     ScorerSpec("attn_logdet", "logistic", select=("attn_logdet/*",)),
     ScorerSpec("hidden_probe", "logistic", select=("hidden_mean/*",)),
 )
@@ -330,6 +337,33 @@ class WandbConfig(Options):
 
 
 @dataclass(frozen=True)
+class EvalConfig(Options):
+    """How the scorers are evaluated (see probes/crossval.py)."""
+
+    #: ``0``: the single split's test records only. ``K >= 2``: grouped, stratified K-fold
+    #: cross-validation over all records; inside each fold the other folds are split again
+    #: into train and calib (``data.fractions``' ratio), and every record gets one
+    #: out-of-fold prediction. ``auto``: 10 folds when the smaller class holds fewer than
+    #: 200 records, else 5, and fewer folds where each test fold would hold fewer than 5
+    #: records of the smaller class (the single split below 10).
+    cv: int | str = "auto"
+    #: With cross-validation, also export every scorer refit on all records
+    #: (``bundles-refit/<name>`` beside ``bundles/``), its temperature fitted on the
+    #: out-of-fold logits.
+    refit: bool = False
+
+    def __post_init__(self) -> None:
+        if self.cv != "auto" and self.cv != 0:
+            try:
+                _at_least("cv", self.cv, 2)
+            except ConfigError:
+                raise ConfigError(
+                    f"option 'cv': expected 'auto', 0 (the single split) or a number "
+                    f"of folds >= 2, got {self.cv!r}"
+                ) from None
+
+
+@dataclass(frozen=True)
 class ExperimentConfig(ExtractConfig):
     """``python train.py --config configs/<experiment>.yaml``: a whole calibration run.
 
@@ -341,6 +375,7 @@ class ExperimentConfig(ExtractConfig):
     build: BuildConfig = field(default_factory=BuildConfig)
     #: The scorers to fit and compare (see ScorerSpec).
     scorers: tuple[ScorerSpec, ...] = DEFAULT_SCORERS
+    eval: EvalConfig = field(default_factory=EvalConfig)
     #: Grouped bootstrap resamples for the 95% intervals.
     n_boot: int = 500
     #: Seed of the bootstrap.

@@ -15,14 +15,13 @@ from __future__ import annotations
 import csv
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import yaml
 
-from . import analysis, compare, jsonio, plots
+from . import analysis, compare, crossval, jsonio, plots
 from .atomic import atomic_write_text
 from .bundle import from_fitted
 from .config import ExperimentConfig, ScorerSpec
@@ -31,47 +30,10 @@ from .data.sources import load_records
 from .data.splits import SPLITS, check_splits
 from .errors import ConfigError, DataError
 from .extract import extract
-from .featuredata import FeatureDataModule, SplitArrays, select_features
+from .featuredata import FeatureDataModule, SplitArrays
+from .fitting import FittedScorer, fit_scorer
 from .metrics import evaluate_scores
-from .scorers import LogisticCalibrator, ThresholdBaseline
 from .tracking import Tracker
-
-
-@dataclass
-class FittedScorer:
-    """A fitted scorer with the features it reads (names in store order)."""
-
-    spec: ScorerSpec
-    model: Any
-    names: list[str]
-    columns: list[int] = field(repr=False)
-
-    def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        return self.model.predict_proba(X[:, self.columns])
-
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        return self.model.predict(X[:, self.columns])
-
-
-def fit_scorer(
-    spec: ScorerSpec, names: list[str], train: SplitArrays, calib: SplitArrays, logger=False
-) -> FittedScorer:
-    """Fit one scorer on its selected features; a threshold reads calib only."""
-    cols = select_features(names, spec.select)
-    chosen = [names[j] for j in cols]
-    Xtr, Xc = train.X.numpy()[:, cols], calib.X.numpy()[:, cols]
-    if spec.kind == "threshold":
-        model = ThresholdBaseline(feature=spec.feature, label_free=spec.label_free)
-        model.fit(Xc, None if spec.label_free else calib.y.numpy(), chosen)
-    else:
-        model = LogisticCalibrator(
-            weight_decay=spec.weight_decay,
-            temperature=spec.temperature,
-            prior_correction=spec.prior_correction,
-            max_epochs=spec.max_epochs,
-            logger=logger,
-        ).fit(Xtr, train.y.numpy(), Xc, calib.y.numpy())
-    return FittedScorer(spec, model, chosen, cols)
 
 
 def prepare_data(cfg: ExperimentConfig) -> None:
@@ -139,9 +101,20 @@ def check_records(cfg: ExperimentConfig):
             f"got {list(cfg.data.fractions)}"
         )
     records = load_records(cfg.data.source, cfg.data.mapping)
-    check_splits(
-        records, cfg.data.fractions, cfg.data.seed, source=str(cfg.data.source), both_classes=True
-    )
+    source = str(cfg.data.source)
+    check_splits(records, cfg.data.fractions, cfg.data.seed, source=source, both_classes=True)
+    labels, groups = [r.label for r in records], [r.group for r in records]
+    k = crossval.choose_k(cfg.eval.cv, labels)
+    if k:
+        folds = crossval.plan_folds(labels, groups, k, cfg.data.fractions, cfg.data.seed)
+        crossval.check_classes(folds, labels, source)
+    elif cfg.eval.refit:
+        why = "eval.cv is 0" if cfg.eval.cv == 0 else "eval.cv: auto chose the single split"
+        raise ConfigError(
+            f"option 'eval.refit': a refit on all records takes its calibration from "
+            f"cross-validation, and {why} ({len(records)} records); set eval.cv to a number "
+            "of folds or eval.refit: false"
+        )
     return records
 
 
@@ -194,19 +167,22 @@ def run_experiment(cfg: ExperimentConfig) -> dict[str, dict[str, float]]:
     resolved = cfg.to_dict()
     (out_dir / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
     try:
-        metrics, paired, top = _run(cfg, out_dir, resolved)
+        report = _run(cfg, out_dir, resolved)
     except BaseException as err:
         status = {"status": "failed", "error": f"{type(err).__name__}: {err}"}
         jsonio.write_json(out_dir / "status.json", status)
         raise
     jsonio.write_json(out_dir / "status.json", {"status": "succeeded"})
     mark_latest(root, out_dir)
-    print(comparison_table(metrics))
-    if paired:
-        print(compare.comparison_rows_table(paired))
-    print(compare.headline_line(top))
+    print(report["evaluation"]["text"])
+    print(comparison_table(report["scorers"]))
+    if report["paired"]:
+        print(compare.comparison_rows_table(report["paired"]))
+    if report["nested"]:
+        print(compare.nested_table(report["nested"]))
+    print(report["headline_text"])
     print(f"results: {out_dir} (also {root / 'latest'})")
-    return metrics
+    return report["scorers"]
 
 
 def _run(cfg: ExperimentConfig, out_dir: Path, resolved: dict) -> dict:
@@ -223,47 +199,113 @@ def _run(cfg: ExperimentConfig, out_dir: Path, resolved: dict) -> dict:
         fitted = [
             fit_scorer(spec, dm.names, train, calib, _curves(tracker, spec)) for spec in cfg.scorers
         ]
-        metrics, probs = evaluate_all(fitted, test, cfg.n_boot, cfg.seed)
-        selects = {f.spec.name: f.spec.select for f in fitted}
-        yt = test.y.numpy()
-        paired = compare.paired_rows(selects, probs, yt, test.groups, cfg.n_boot, cfg.seed)
-        top = compare.headline([f.spec for f in fitted], probs, yt, paired)
+        split_metrics, split_probs = evaluate_all(fitted, test, cfg.n_boot, cfg.seed)
+        pool = crossval.concat([train, calib, test])
+        k = crossval.choose_k(cfg.eval.cv, pool.y.tolist())
+        cv = None
+        if k:
+            cv = cross_validate(cfg, dm.names, pool, k)
+            metrics, probs = crossval.pooled_metrics(cv, cfg.n_boot, cfg.seed), cv.probs
+            y, groups = pool.y.numpy(), pool.groups
+        else:
+            metrics, probs, y, groups = split_metrics, split_probs, test.y.numpy(), test.groups
+        evaluation = _evaluation(k, y, groups, cfg.eval.cv)
+        selects = {s.name: s.select for s in cfg.scorers}
+        paired = compare.paired_rows(selects, probs, y, groups, cfg.n_boot, cfg.seed)
+        nested = compare.nested_rows(cfg.scorers, dm.names, probs, y, groups, cfg.n_boot, cfg.seed)
+        top = compare.headline(cfg.scorers, probs, y, paired)
         layer_rows = analysis.layer_auroc(dm.names, calib, test)
         audit_rows = analysis.confound_audit(dm.names, train, calib, test)
         truncation = truncation_shares(store)
         print(truncation_line(truncation))
-        jsonio.write_json(
-            out_dir / "metrics.json",
-            {
-                "experiment": cfg.name,
-                "run": out_dir.name,
-                "store": str(store.path),
-                "truncation": truncation,
-                "headline": top,
-                "headline_text": compare.headline_line(top),
-                "paired": paired,
-                "n": {
-                    "train": len(train.y),
-                    "calib": len(calib.y),
-                    "test": len(test.y),
-                    "skipped": dm.n_skipped,
-                },
-                "scorers": metrics,
+        report = {
+            "experiment": cfg.name,
+            "run": out_dir.name,
+            "store": str(store.path),
+            "evaluation": evaluation,
+            "truncation": truncation,
+            "headline": top,
+            "headline_text": compare.headline_line(top),
+            "paired": paired,
+            "nested": nested,
+            "n": {
+                "train": len(train.y),
+                "calib": len(calib.y),
+                "test": len(test.y),
+                "skipped": dm.n_skipped,
             },
-        )
+            "scorers": metrics,
+            "split_scorers": split_metrics,
+        }
+        jsonio.write_json(out_dir / "metrics.json", report)
         _write_csv(out_dir / "layer_auroc.csv", layer_rows)
         _write_csv(out_dir / "confound_audit.csv", audit_rows)
-        images = _plots(out_dir, dm.names, test, probs, metrics, layer_rows)
-        for path in export_all(fitted, store.manifest, metrics, resolved, out_dir / "bundles"):
+        if cv is not None:
+            _write_csv(out_dir / "folds.csv", cv.fold_rows)
+        images = _plots(out_dir, dm.names, test, y, probs, metrics, layer_rows)
+        split_fit = {
+            "fitted_on": f"train split ({len(train.y)} records)",
+            "calibrated_on": f"calib split ({len(calib.y)} records)",
+            "metrics": f"test split ({len(test.y)} records)",
+        }
+        bundles = out_dir / "bundles"
+        for path in export_all(fitted, store.manifest, split_metrics, resolved, bundles, split_fit):
             tracker.log_artifact(path, f"scorer-{cfg.name}-{path.name}", "model")
-        tracker.log_results({k: _numeric(v) for k, v in metrics.items()})
+        if cv is not None and cfg.eval.refit:
+            refits = [crossval.refit(spec, dm.names, cv) for spec in cfg.scorers]
+            refit_fit = {
+                "fitted_on": f"all {len(pool.y)} records",
+                "calibrated_on": f"the {k}-fold out-of-fold logits (temperature)",
+                "metrics": f"{k}-fold cross-validation, pooled out-of-fold",
+            }
+            for path in export_all(
+                refits, store.manifest, metrics, resolved, out_dir / "bundles-refit", refit_fit
+            ):
+                tracker.log_artifact(path, f"scorer-{cfg.name}-{path.name}-refit", "model")
+        prefix = "cv" if cv is not None else "test"
+        tracker.log_results({k: _numeric(v) for k, v in metrics.items()}, prefix)
+        if cv is not None:
+            tracker.log_results({k: _numeric(v) for k, v in split_metrics.items()}, "test")
+            tracker.log_table("folds", cv.fold_rows)
         tracker.log_paired(paired, top)
+        tracker.log_table("nested", nested)
         tracker.log_images(images)
         if cfg.wandb.log_store:
             tracker.log_artifact(store.path, f"store-{cfg.name}", "feature-store")
     finally:
         tracker.finish()
-    return metrics, paired, top
+    return report
+
+
+def cross_validate(
+    cfg: ExperimentConfig, names: list[str], pool: SplitArrays, k: int
+) -> crossval.CrossValidation:
+    """``k``-fold cross-validation of every scorer over the pooled records."""
+    labels = pool.y.tolist()
+    folds = crossval.plan_folds(labels, pool.groups, k, cfg.data.fractions, cfg.data.seed)
+    crossval.check_classes(folds, labels, f"{cfg.data.source} (after extraction)")
+    return crossval.cross_validate(cfg.scorers, names, pool, folds)
+
+
+def _evaluation(k: int, y: np.ndarray, groups, cv_option) -> dict[str, Any]:
+    """What the headline and the tables were measured on, as data and as one line."""
+    n, n_groups, n_valid = len(y), len(set(groups)), int(np.sum(y == 1))
+    if k:
+        text = (
+            f"evaluation: {k}-fold grouped cross-validation, pooled out-of-fold predictions "
+            f"of all {n} records ({n_valid} valid, {n_groups} groups)"
+        )
+    else:
+        why = " (eval.cv: auto, too few records for folds)" if cv_option == "auto" else ""
+        text = f"evaluation: the test split, {n} records ({n_valid} valid, {n_groups} groups){why}"
+    return {
+        "mode": "cv" if k else "split",
+        "folds": k,
+        "records": n,
+        "valid": n_valid,
+        "groups": n_groups,
+        "text": text,
+    }
 
 
 def evaluate_all(fitted: list[FittedScorer], test: SplitArrays, n_boot: int, seed: int):
@@ -275,19 +317,24 @@ def evaluate_all(fitted: list[FittedScorer], test: SplitArrays, n_boot: int, see
         probs[f.spec.name] = p
         metrics[f.spec.name] = {
             **evaluate_scores(p, yt, f.predict(Xt), test.groups, n_boot, seed),
-            **_describe(f),
+            **f.describe(),
         }
     return metrics, probs
 
 
 def export_all(
-    fitted: list[FittedScorer], manifest: dict, metrics: dict, config: dict, folder: Path
+    fitted: list[FittedScorer],
+    manifest: dict,
+    metrics: dict,
+    config: dict,
+    folder: Path,
+    fit: dict | None = None,
 ):
-    """Every scorer as a bundle ``folder/<name>``; yields the bundle paths."""
+    """Every scorer as a bundle ``folder/<name>``, with ``metrics`` and the ``fit``
+    description (what it was fitted, calibrated and measured on); yields the bundle paths."""
     for f in fitted:
-        bundle = from_fitted(
-            f, manifest["model"], manifest["capture"], _numeric(metrics[f.spec.name]), config
-        )
+        row = _numeric(metrics[f.spec.name])
+        bundle = from_fitted(f, manifest["model"], manifest["capture"], row, config, fit)
         yield bundle.save(folder / f.spec.name)
 
 
@@ -296,33 +343,28 @@ def _curves(tracker: Tracker, spec: ScorerSpec):
     return tracker.lightning_logger(spec.name) if spec.kind == "logistic" else False
 
 
-def _describe(f: FittedScorer) -> dict[str, Any]:
-    if isinstance(f.model, ThresholdBaseline):
-        return {"threshold": f.model.threshold_, "feature": f.model.feature_, "n_features": 1}
-    return {
-        "threshold": 0.5,
-        "temperature": f.model.temperature_,
-        "prior_shift": f.model.prior_shift_,
-        "weight_decay": f.model.weight_decay_,
-        "n_features": len(f.names),
-    }
-
-
 def _numeric(row: dict[str, Any]) -> dict[str, float]:
     return {k: v for k, v in row.items() if isinstance(v, int | float)}
 
 
 def comparison_table(metrics: dict[str, dict[str, float]]) -> str:
-    """Scorer, AUROC with its interval, ECE, Brier: the comparison ``make demo`` prints."""
-    lines = [f"{'scorer':14} {'AUROC [95% CI]':>24} {'ECE':>7} {'Brier':>7} {'acc':>6}"]
+    """Scorer, AUROC with its interval (and its sd across folds, with cross-validation),
+    ECE, Brier, accuracy: the comparison ``make demo`` prints."""
+    folds = all("auroc_fold_sd" in m for m in metrics.values())
+    sd = f" {'fold sd':>7}" if folds else ""
+    lines = [f"{'scorer':18} {'AUROC [95% CI]':>24}{sd} {'ECE':>7} {'Brier':>7} {'acc':>6}"]
     for name, m in metrics.items():
         ci = f"{m['auroc']:.3f} [{m['auroc_lo']:.3f}, {m['auroc_hi']:.3f}]"
-        lines.append(f"{name:14} {ci:>24} {m['ece']:7.3f} {m['brier']:7.3f} {m['accuracy']:6.3f}")
+        spread = f" {m['auroc_fold_sd']:7.3f}" if folds else ""
+        lines.append(
+            f"{name:18} {ci:>24}{spread} {m['ece']:7.3f} {m['brier']:7.3f} {m['accuracy']:6.3f}"
+        )
     return "\n".join(lines)
 
 
-def _plots(out_dir: Path, names, test: SplitArrays, probs, metrics, layer_rows) -> list[Path]:
-    y = test.y.numpy()
+def _plots(out_dir: Path, names, test: SplitArrays, y, probs, metrics, layer_rows) -> list[Path]:
+    """ROC and reliability of the evaluated predictions ``probs`` against ``y``; the layer
+    map and the spectra by class on the single split's test records."""
     paths = [
         plots.roc_curves(
             y, probs, {k: v["auroc"] for k, v in metrics.items()}, out_dir / "roc.png"
@@ -334,7 +376,9 @@ def _plots(out_dir: Path, names, test: SplitArrays, probs, metrics, layer_rows) 
     if layers:
         picks = sorted({layers[0], layers[len(layers) // 2], layers[-1]})
         paths.append(
-            plots.spectra_by_class(names, test.X.numpy(), y, picks, out_dir / "spectra.png")
+            plots.spectra_by_class(
+                names, test.X.numpy(), test.y.numpy(), picks, out_dir / "spectra.png"
+            )
         )
     return paths
 

@@ -45,19 +45,32 @@ class Tracker:
 
         return WandbLogger(experiment=self.run, prefix=prefix)
 
-    def log_results(self, metrics: Mapping[str, Mapping[str, float]]) -> None:
-        """``test/<scorer>/<metric>`` in the summary, and one comparison table."""
+    def log_results(self, metrics: Mapping[str, Mapping[str, float]], prefix: str = "test"):
+        """``<prefix>/<scorer>/<metric>`` in the summary (``test``: the single split's test
+        records; ``cv``: pooled out-of-fold), and one table ``<prefix>/comparison``."""
         if self.run is None:
             return
         import wandb
 
-        flat = {f"test/{s}/{k}": v for s, row in metrics.items() for k, v in row.items()}
+        flat = {f"{prefix}/{s}/{k}": v for s, row in metrics.items() for k, v in row.items()}
         self.run.summary.update(flat)
         columns = ["scorer"] + [c for m in METRICS for c in (m, f"{m}_lo", f"{m}_hi")]
         table = wandb.Table(columns=columns)
         for scorer, row in metrics.items():
             table.add_data(scorer, *[row.get(c) for c in columns[1:]])
-        self.run.log({"comparison": table})
+        self.run.log({f"{prefix}/comparison": table})
+
+    def log_table(self, key: str, rows: Sequence[Mapping]) -> None:
+        """Rows of one shape (per-fold metrics, nested pairs) as the W&B table ``key``."""
+        if self.run is None or not rows:
+            return
+        import wandb
+
+        columns = list(rows[0])
+        table = wandb.Table(columns=columns)
+        for r in rows:
+            table.add_data(*[r.get(c) for c in columns])
+        self.run.log({key: table})
 
     def log_paired(self, rows: Sequence[Mapping], headline: Mapping | None) -> None:
         """The paired comparisons as a table; the headline in the summary

@@ -49,8 +49,8 @@ def solution_bundle(tiny_llama, tmp_path_factory):
     from probes.bundle import from_fitted
     from probes.capture import SpectralCapture
     from probes.config import CaptureConfig, ScorerSpec
-    from probes.experiment import fit_scorer
     from probes.featuredata import SplitArrays
+    from probes.fitting import fit_scorer
 
     cfg = CaptureConfig(layers=(0, 1), probe_layer=None, span="solution", max_tokens=96)
     capture = SpectralCapture(tiny_llama, cfg)

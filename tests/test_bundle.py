@@ -17,8 +17,8 @@ from probes.capture import SpectralCapture
 from probes.config import CaptureConfig, ScorerSpec
 from probes.data.records import Record
 from probes.errors import RecordError
-from probes.experiment import fit_scorer
 from probes.featuredata import SplitArrays
+from probes.fitting import fit_scorer
 
 TEXTS = [
     f"{a} + {b} = {a + b + (i % 2)}. The answer is {a + b + (i % 2)}."

@@ -38,6 +38,10 @@ ROOT = Path(__file__).parents[1]
             {"scorers": [{"name": "x", "kind": "logistic", "temperature": "no"}]},
             "option 'scorers.temperature': expected bool",
         ),
+        ({"eval": {"cv": 1}}, "option 'eval.cv': expected 'auto', 0 (the single split) or"),
+        ({"eval": {"cv": "five"}}, "option 'eval.cv': expected 'auto', 0"),
+        ({"eval": {"cv": True}}, "option 'eval.cv': expected int | str, got True"),
+        ({"eval": {"cv": 0, "refit": True}}, None),  # valid; the experiment refuses it
         ({"name": "../../x"}, "option 'name': '../../x' is not a valid experiment name"),
         ({"name": "a/b"}, "not a valid experiment name"),
     ],

@@ -69,6 +69,28 @@ def test_an_experiment_needs_both_classes_in_every_split(tmp_path):
         check_records(cfg)
 
 
+def test_cross_validation_that_the_data_cannot_serve_fails_before_the_model_loads(tmp_path):
+    from probes.config import EvalConfig, ExperimentConfig
+    from probes.errors import ConfigError
+    from probes.experiment import check_records
+
+    path = write_records(tmp_path / "d.jsonl", rows(40, group=lambda i: f"g{i}"))  # 20 valid
+    cfg = ExperimentConfig(
+        data=DataConfig(source=str(path)), model=NO_MODEL, eval=EvalConfig(cv=25)
+    )
+    with pytest.raises(
+        DataError, match=r"with eval.cv 25, fold \d+'s \w+ part (is empty|holds).*lower eval.cv"
+    ):
+        check_records(cfg)
+    few = write_records(tmp_path / "few.jsonl", rows(16))  # 8 valid: auto -> single split
+    for cv, why in ((0, "eval.cv is 0"), ("auto", "eval.cv: auto chose the single split")):
+        cfg = ExperimentConfig(
+            data=DataConfig(source=str(few)), model=NO_MODEL, eval=EvalConfig(cv=cv, refit=True)
+        )
+        with pytest.raises(ConfigError, match=f"option 'eval.refit'.*{why}"):
+            check_records(cfg)
+
+
 def test_a_nan_group_is_no_group(tmp_path):
     path = tmp_path / "g.jsonl"
     path.write_text(

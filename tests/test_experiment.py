@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from probes.config import ConfigError, load_experiment
+from probes.data.splits import SPLITS
 from tests.wandb_offline import offline_summary
 
 ROOT = Path(__file__).parents[1]
@@ -49,33 +50,45 @@ def test_train_writes_every_artifact(tiny_run):
         "reliability.png",
         "layer_auroc.png",
         "spectra.png",
+        "folds.csv",
     ):
         assert (folder / name).stat().st_size > 0, name
-    metrics = json.loads((folder / "metrics.json").read_text())["scorers"]
-    assert set(metrics) == {
+    report = json.loads((folder / "metrics.json").read_text())
+    names = {
         "threshold",
         "spectral_lr",
+        "spectral_confounds",
         "length",
         "logprob",
+        "confounds",
         "attn_logdet",
         "hidden_probe",
     }
-    for row in metrics.values():
+    # tiny: 80 records, 40 valid -> eval.cv auto chooses 8 folds (>= 5 valid per fold).
+    assert report["evaluation"]["mode"] == "cv" and report["evaluation"]["folds"] == 8
+    assert report["evaluation"]["records"] == sum(report["n"][s] for s in SPLITS)
+    assert set(report["scorers"]) == set(report["split_scorers"]) == names
+    for row in [*report["scorers"].values(), *report["split_scorers"].values()]:
         for m in ("auroc", "auprc", "ece", "brier", "accuracy"):
             # A percentile interval need not hold the point estimate (ECE's often does not).
             assert 0 <= row[f"{m}_lo"] <= row[f"{m}_hi"] <= 1, (m, row)
         assert row["auroc_lo"] <= row["auroc"] <= row["auroc_hi"], row
-    assert "AUROC [95% CI]" in stdout and "hidden_probe" in stdout
-    report = json.loads((folder / "metrics.json").read_text())
+    folds = list(csv.DictReader(open(folder / "folds.csv")))
+    assert len(folds) == 8 * len(names)
+    for name, row in report["scorers"].items():
+        per_fold = [float(r["auroc"]) for r in folds if r["scorer"] == name]
+        assert row["auroc_fold_mean"] == pytest.approx(sum(per_fold) / 8)
+    assert "AUROC [95% CI]" in stdout and "fold sd" in stdout and "hidden_probe" in stdout
+    assert report["evaluation"]["text"] in stdout
     top = report["headline"]
-    assert (top["scorer"], top["baseline"]) in {
-        ("spectral_lr", "length"),
-        ("spectral_lr", "logprob"),
-    }
+    assert top["scorer"] == "spectral_lr"
+    assert top["baseline"] in {"length", "logprob", "confounds"}
     assert top["lo"] <= top["hi"] and 0 <= top["p"] <= 1
     assert report["headline_text"] in stdout
     pairs = {(r["scorer"], r["baseline"]) for r in report["paired"]}
-    assert ("threshold", "length") in pairs and ("hidden_probe", "logprob") in pairs
+    assert ("threshold", "length") in pairs and ("hidden_probe", "confounds") in pairs
+    nested = {(r["scorer"], r["baseline"]) for r in report["nested"]}
+    assert nested == {("spectral_confounds", b) for b in ("length", "logprob", "confounds")}
     rows = list(csv.DictReader(open(folder / "layer_auroc.csv")))
     assert {r["layer"] for r in rows if r["family"] == "eig_low"} == {"L00", "L01", "L02", "L03"}
     audit = list(csv.DictReader(open(folder / "confound_audit.csv")))
@@ -86,10 +99,11 @@ def test_offline_wandb_run_holds_the_metrics(tiny_run):
     folder, _ = tiny_run
     (run_dir,) = (folder / "wandb").glob("offline-run-*")
     summary = offline_summary(run_dir)
-    metrics = json.loads((folder / "metrics.json").read_text())["scorers"]
-    for scorer, row in metrics.items():
-        for m in ("auroc", "auroc_lo", "auroc_hi", "ece", "brier", "accuracy"):
-            assert summary[f"test/{scorer}/{m}"] == pytest.approx(row[m]), (scorer, m)
+    report = json.loads((folder / "metrics.json").read_text())
+    for prefix, key in (("cv", "scorers"), ("test", "split_scorers")):
+        for scorer, row in report[key].items():
+            for m in ("auroc", "auroc_lo", "auroc_hi", "ece", "brier", "accuracy"):
+                assert summary[f"{prefix}/{scorer}/{m}"] == pytest.approx(row[m]), (scorer, m)
     top = json.loads((folder / "metrics.json").read_text())["headline"]
     assert summary["headline/diff"] == pytest.approx(top["diff"])
     assert summary["headline/baseline"] == top["baseline"]
@@ -120,7 +134,7 @@ def test_evaluate_compares_bundles_on_the_store_and_on_new_data(tiny_run, tmp_pa
     folder, _ = tiny_run
     report = json.loads((folder / "metrics.json").read_text())
     bundles = sorted(str(p) for p in (folder / "bundles").iterdir())
-    assert len(bundles) == 6
+    assert len(bundles) == 8
     out = tmp_path / "eval.json"
     cmd = [
         sys.executable,
@@ -139,7 +153,8 @@ def test_evaluate_compares_bundles_on_the_store_and_on_new_data(tiny_run, tmp_pa
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     again = json.loads(out.read_text())
-    for name, row in report["scorers"].items():  # same split, same scorers: same numbers
+    # Bundles come from the single split: on its test records, the same numbers.
+    for name, row in report["split_scorers"].items():
         assert again[name]["auroc"] == pytest.approx(row["auroc"], abs=1e-6)
         assert again[name]["ece"] == pytest.approx(row["ece"], abs=1e-6)
     data = folder.parents[2] / "data" / "arith.jsonl"
@@ -171,3 +186,25 @@ def test_every_shipped_experiment_config_loads():
     # Two levels of base: the per-head variant keeps default.yaml's capture settings.
     heads = load_experiment(ROOT / "configs" / "gsm-perturb-local-heads.yaml").capture
     assert (heads.heads, heads.span, heads.max_tokens) == ("each", "solution", 512)
+
+
+def test_refit_bundles_carry_the_cross_validated_metrics(tiny_run):
+    from probes.bundle import Scorer
+
+    folder, _ = tiny_run
+    report = json.loads((folder / "metrics.json").read_text())
+    refits = sorted(p.name for p in (folder / "bundles-refit").iterdir())
+    assert refits == sorted(report["scorers"])
+    n = report["evaluation"]["records"]
+    for name in ("spectral_lr", "threshold"):
+        refit = Scorer.load(folder / "bundles-refit" / name)
+        split = Scorer.load(folder / "bundles" / name)
+        assert refit.meta["fit"]["fitted_on"] == f"all {n} records"
+        assert "8-fold" in refit.meta["fit"]["metrics"]
+        assert refit.meta["test_metrics"]["auroc"] == pytest.approx(
+            report["scorers"][name]["auroc"]
+        )
+        assert split.meta["fit"]["fitted_on"].startswith("train split")
+        assert split.meta["test_metrics"]["auroc"] == pytest.approx(
+            report["split_scorers"][name]["auroc"]
+        )

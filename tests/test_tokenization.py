@@ -89,8 +89,8 @@ def extract_store(tmp_path, records, **model):
 def test_stores_and_bundles_record_the_contract_and_refuse_another(tmp_path, bos_lm):
     from probes.bundle import Scorer, from_fitted
     from probes.config import ScorerSpec
-    from probes.experiment import fit_scorer
     from probes.featuredata import FeatureDataModule
+    from probes.fitting import fit_scorer
 
     records = [
         Record(id=f"r{i}", label=i % 2, group=f"g{i}", problem=f"{i} + 1?", solution=f"{i + i % 2}")

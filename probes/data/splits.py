@@ -23,42 +23,53 @@ SPLITS = ("train", "calib", "test")
 def assign_splits(
     records: Sequence[Record], fractions: Sequence[float] = (0.6, 0.2, 0.2), seed: int = 0
 ) -> dict[str, str]:
-    """``record id -> split``.
-
-    Greedy: groups in a seeded random order (largest first) go to the split that is furthest
-    below its target count for the group's classes.
-    """
+    """``record id -> split``, by :func:`partition` of the records' groups and labels."""
     if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
         raise ConfigError(
             f"option 'fractions': expected 3 non-negative values summing to 1, got {fractions}"
         )
-    groups: dict[str, list[Record]] = defaultdict(list)
-    for rec in records:
-        groups[rec.group].append(rec)
-    totals = Counter(r.label for r in records)
-    target = {(s, c): f * totals[c] for s, f in zip(SPLITS, fractions, strict=True) for c in totals}
+    parts = partition([r.group for r in records], [r.label for r in records], fractions, seed)
+    return {rec.id: SPLITS[k] for rec, k in zip(records, parts, strict=True)}
+
+
+def partition(
+    groups: Sequence[str], labels: Sequence[int], fractions: Sequence[float], seed: int = 0
+) -> list[int]:
+    """The part (an index into ``fractions``) of every row: whole groups, each part's class
+    balance following the whole set's as closely as whole groups allow. The one splitting
+    rule of the project: the train / calib / test split, the cross-validation folds and
+    the train / calib split inside each fold.
+
+    Greedy: groups in a seeded random order (largest first) go to the part that is furthest
+    below its target count for the group's classes; a part with share 0 gets nothing.
+    """
+    members: dict[str, list[int]] = defaultdict(list)
+    for i, g in enumerate(groups):
+        members[g].append(i)
+    totals = Counter(labels)
+    target = {(k, c): f * totals[c] for k, f in enumerate(fractions) for c in totals}
     current = Counter()
-    keys = sorted(groups)
+    keys = sorted(members)
     random.Random(seed).shuffle(keys)
-    keys.sort(key=lambda g: -len(groups[g]))  # stable: ties keep the seeded order
-    out = {}
+    keys.sort(key=lambda g: -len(members[g]))  # stable: ties keep the seeded order
+    out = [0] * len(labels)
     for g in keys:
-        counts = Counter(r.label for r in groups[g])
-        split = max(
-            (s for s, f in zip(SPLITS, fractions, strict=True) if f > 0),
-            key=lambda s, counts=counts: _deficit(s, counts, target, current),
+        counts = Counter(labels[i] for i in members[g])
+        part = max(
+            (k for k, f in enumerate(fractions) if f > 0),
+            key=lambda k, counts=counts: _deficit(k, counts, target, current),
         )
         for c, n in counts.items():
-            current[split, c] += n
-        for rec in groups[g]:
-            out[rec.id] = split
+            current[part, c] += n
+        for i in members[g]:
+            out[i] = part
     return out
 
 
-def _deficit(split: str, counts: Counter, target: dict, current: Counter) -> float:
-    """How far ``split`` is below target for the classes in ``counts`` (relative units)."""
+def _deficit(part: int, counts: Counter, target: dict, current: Counter) -> float:
+    """How far ``part`` is below target for the classes in ``counts`` (relative units)."""
     return sum(
-        n * (target[split, c] - current[split, c]) / max(target[split, c], 1e-9)
+        n * (target[part, c] - current[part, c]) / max(target[part, c], 1e-9)
         for c, n in counts.items()
     )
 

@@ -16,8 +16,11 @@ it scales the logit and cannot move an intercept.
 
 from __future__ import annotations
 
+import logging
 import math
+import warnings
 from collections.abc import Sequence
+from contextlib import contextmanager
 
 import lightning as L
 import numpy as np
@@ -25,6 +28,8 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
+
+from ..threads import torch_threads
 
 
 class LinearProbe(L.LightningModule):
@@ -125,12 +130,24 @@ class LogisticCalibrator:
         self.max_iter = max_iter
         self.logger = logger
 
-    def fit(self, X_train, y_train, X_calib, y_calib):
+    def fit(self, X_train, y_train, X_calib=None, y_calib=None):
         """``X_* (N, F)``, ``y_* (N,)`` in {0, 1}; calib drives early stopping, the choice of
-        weight decay and the temperature."""
+        weight decay and the temperature.
+
+        Without calib (a refit on all records), one strength is required, training runs
+        ``max_epochs`` steps and the temperature is 1 until :meth:`set_temperature` sets it
+        from held-out logits."""
         grid = weight_decay_grid(self.weight_decay)  # validated before any work
         Xt, yt = _tensors(X_train, y_train)
-        Xc, yc = _tensors(X_calib, y_calib)
+        if X_calib is None:
+            if len(grid) != 1:
+                raise ValueError(
+                    "without a calib split, weight_decay must be one strength (it is chosen "
+                    f"on calib), got {self.weight_decay!r}"
+                )
+            Xc = yc = None
+        else:
+            Xc, yc = _tensors(X_calib, y_calib)
         n, n_pos = len(yt), float(yt.sum())
         if n_pos in (0, n):
             raise ValueError("the train split holds one class only: nothing to learn")
@@ -150,7 +167,7 @@ class LogisticCalibrator:
             # With one strength its curves can be logged at once; with several, the chosen
             # one is refitted below with the logger (the fit is deterministic).
             self._fit_one(make(wd), *data, logger=self.logger if len(grid) == 1 else False)
-            self.calib_nll_[wd] = self._calib_nll(Xc, yc)
+            self.calib_nll_[wd] = float("nan") if Xc is None else self._calib_nll(Xc, yc)
             fits[wd] = (self.module_, self.epochs_, self.temperature_)
         self.weight_decay_ = min(grid, key=self.calib_nll_.__getitem__)
         if len(grid) > 1 and self.logger:
@@ -161,21 +178,27 @@ class LogisticCalibrator:
 
     def _fit_one(self, module: LinearProbe, Xt, yt, Xc, yc, logger) -> None:
         """Train ``module`` (one strength); sets ``module_``, ``epochs_`` and ``temperature_``."""
-        trainer = L.Trainer(
-            max_epochs=self.max_epochs,
-            accelerator="cpu",
-            logger=logger,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            callbacks=[EarlyStopping("calib/loss", patience=self.patience, min_delta=1e-7)],
-            log_every_n_steps=1,
-        )
+        held_out = Xc is not None
+        stop = EarlyStopping("calib/loss", patience=self.patience, min_delta=1e-7)
         full = lambda X, y: DataLoader(TensorDataset(X, y), batch_size=len(y))  # noqa: E731
-        trainer.fit(module, full(Xt, yt), full(Xc, yc))
-        self.module_ = module.eval()
-        self.epochs_ = trainer.current_epoch
-        self.temperature_ = _fit_temperature(self._logits(Xc), yc) if self.temperature else 1.0
+        # One thread: these are small dense problems, fitted many times (a cross-validation
+        # fits hundreds); two OpenMP threads against a busy core made them 7x slower.
+        with _quiet_lightning(), torch_threads(1):
+            trainer = L.Trainer(
+                max_epochs=self.max_epochs,
+                accelerator="cpu",
+                logger=logger,
+                enable_checkpointing=False,
+                enable_progress_bar=False,
+                enable_model_summary=False,
+                callbacks=[stop] if held_out else [],
+                log_every_n_steps=1,
+            )
+            trainer.fit(module, full(Xt, yt), full(Xc, yc) if held_out else None)
+            self.module_ = module.eval()
+            self.epochs_ = trainer.current_epoch
+            fit_t = self.temperature and held_out
+            self.temperature_ = _fit_temperature(self._logits(Xc), yc) if fit_t else 1.0
 
     def _calib_nll(self, Xc: torch.Tensor, yc: torch.Tensor) -> float:
         """Mean NLL on calib of the scorer as it will be used (shift and temperature in)."""
@@ -204,6 +227,21 @@ class LogisticCalibrator:
         """``(N,)`` prior-corrected logits, before temperature."""
         with torch.no_grad():
             return self.module_(X) + self.prior_shift_
+
+    def logit_before_temperature(self, X) -> np.ndarray:
+        """``(N,)`` prior-corrected logits of P(valid), not divided by ``temperature_``: what a
+        temperature is fitted on (:meth:`set_temperature`)."""
+        X, _ = _tensors(X, None)
+        return self._logits(X).numpy()
+
+    def set_temperature(self, logits, y) -> LogisticCalibrator:
+        """Fit ``temperature_`` on held-out ``logits (N,)`` (from
+        :meth:`logit_before_temperature` of models like this one, e.g. the out-of-fold
+        logits of cross-validation) against ``y (N,)``."""
+        z, yz = _tensors(np.asarray(logits).reshape(-1, 1), y)
+        with torch_threads(1):
+            self.temperature_ = _fit_temperature(z[:, 0], yz)
+        return self
 
     def decision_function(self, X) -> np.ndarray:
         """``(N,)`` logits of P(valid): ``(w . z + b + prior_shift_) / temperature_``."""
@@ -236,6 +274,25 @@ def weight_decay_grid(value: float | str | Sequence[float]) -> tuple[float, ...]
             f"'auto', got {value!r}"
         )
     return grid
+
+
+@contextmanager
+def _quiet_lightning():
+    """Lightning announces the devices at every ``Trainer``; one calibrator fits several
+    (a cross-validation hundreds), so those notes are held back to warnings."""
+    log = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    level = log.level
+    log.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            # Lightning's own note on a torch API it calls (not ours to act on), repeated
+            # at every Trainer.
+            warnings.filterwarnings("ignore", message=r".*treespec, LeafSpec")
+            # A refit without calib has no validation loop, by design.
+            warnings.filterwarnings("ignore", message=r".*`validation_step` but have no")
+            yield
+    finally:
+        log.setLevel(level)
 
 
 def _tensors(X, y) -> tuple[torch.Tensor, torch.Tensor | None]:
