@@ -3,7 +3,8 @@ confounds, as one interval on the difference rather than two overlapping ones.
 
 For each scorer that is not a confound baseline, against each confound baseline (a scorer
 that reads ``confound/*`` features only: length, log-probability), :func:`paired_rows` gives
-the AUROC difference with a paired grouped-bootstrap interval and DeLong's p-value. The
+the AUROC difference with a paired grouped-bootstrap interval and DeLong's p-value (its
+clustered form, so that both respect the groups). The
 headline is the first spectral scorer against the best confound baseline, the one with the
 highest test AUROC: a conservative choice, since picking it on test favours the baseline.
 """
@@ -46,7 +47,7 @@ def paired_rows(
             continue
         for base in baselines:
             boot = paired_bootstrap(probs[name], probs[base], y, groups, n_boot, seed)
-            test = delong(probs[name], probs[base], y)
+            test = delong(probs[name], probs[base], y, groups)
             rows.append({"scorer": name, "baseline": base, **boot, "p": test["p"]})
     return rows
 
@@ -90,7 +91,7 @@ def nested_rows(
                     "auroc_diff": auc["diff"],
                     "auroc_lo": auc["lo"],
                     "auroc_hi": auc["hi"],
-                    "p": delong(pa, pb, y)["p"],
+                    "p": delong(pa, pb, y, groups)["p"],
                     "logloss_diff": nll["diff"],
                     "logloss_lo": nll["lo"],
                     "logloss_hi": nll["hi"],

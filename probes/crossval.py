@@ -188,6 +188,13 @@ class CrossValidation:
     def k(self) -> int:
         return len(self.folds)
 
+    def fold_of(self) -> np.ndarray:
+        """``(N,)`` the fold that tested each record."""
+        out = np.zeros(len(self.data.y), dtype=np.int64)
+        for j, f in enumerate(self.folds):
+            out[f.test] = j
+        return out
+
 
 def cross_validate(
     specs: Sequence[ScorerSpec],

@@ -242,6 +242,9 @@ def _run(cfg: ExperimentConfig, out_dir: Path, resolved: dict) -> dict:
         _write_csv(out_dir / "confound_audit.csv", audit_rows)
         if cv is not None:
             _write_csv(out_dir / "folds.csv", cv.fold_rows)
+        evaluated = pool if cv is not None else test
+        where = cv.fold_of().tolist() if cv is not None else ["test"] * len(test.y)
+        _write_csv(out_dir / "predictions.csv", _prediction_rows(evaluated, where, probs))
         images = _plots(out_dir, dm.names, test, y, probs, metrics, layer_rows)
         split_fit = {
             "fitted_on": f"train split ({len(train.y)} records)",
@@ -381,6 +384,23 @@ def _plots(out_dir: Path, names, test: SplitArrays, y, probs, metrics, layer_row
             )
         )
     return paths
+
+
+def _prediction_rows(data: SplitArrays, where: list, probs: dict[str, np.ndarray]) -> list[dict]:
+    """One row per evaluated record: id, group, label, its fold (or ``test``) and every
+    scorer's P(valid): what the metrics, the paired intervals and the plots were computed
+    from."""
+    y = data.y.tolist()
+    return [
+        {
+            "id": data.ids[i],
+            "group": data.groups[i],
+            "label": y[i],
+            "fold": where[i],
+            **{f"p_{name}": float(p[i]) for name, p in probs.items()},
+        }
+        for i in range(len(y))
+    ]
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:

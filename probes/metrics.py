@@ -6,7 +6,8 @@ torchmetrics' ``BinaryAveragePrecision`` and ``BinaryCalibrationError(n_bins=15,
 norm="l1")`` (functional forms); then the Brier score and the accuracy at the scorer's
 threshold. Intervals resample whole groups (problems), since the records of one problem are
 not independent. Two scorers on the same records are compared by one paired interval on
-their AUROC difference (:func:`paired_bootstrap`) and DeLong's test (:func:`delong`).
+their AUROC difference (:func:`paired_bootstrap`) and DeLong's test (:func:`delong`, in
+Obuchowski's clustered form when groups are given).
 """
 
 from __future__ import annotations
@@ -59,20 +60,29 @@ def group_resamples(groups: Sequence[str], n_boot: int, seed: int) -> Iterator[n
         yield np.concatenate([members[g] for g in rng.integers(0, len(uniq), len(uniq))])
 
 
-def delong(a: np.ndarray, b: np.ndarray, y: np.ndarray) -> dict[str, float]:
+def delong(
+    a: np.ndarray, b: np.ndarray, y: np.ndarray, groups: Sequence[str] | None = None
+) -> dict[str, float]:
     """DeLong's paired test of ``AUROC(a) - AUROC(b)`` on the same records (DeLong, DeLong
     and Clarke-Pearson 1988; midrank form of Sun and Xu 2014).
 
-    Returns ``diff``, its standard error ``se``, ``z`` and the two-sided ``p``; NaN when
-    ``y`` holds one class. Records are taken as independent: the grouped bootstrap of
-    :func:`paired_bootstrap` is the interval that respects groups.
+    With ``groups``, the variance is Obuchowski's (1997) for clustered data: the structural
+    components are summed per group before their (co)variances are taken, so records of one
+    problem are not counted as independent evidence. That matters both ways: twins that
+    score alike make the plain test conservative for a paired design (a valid solution and
+    its corrupted twin in one group) and anti-conservative when a group holds one class. With
+    one record per group it equals the plain test up to a factor ``I (M - 1) / ((I - 1) M)``
+    on each term (I records, M positives).
+
+    Returns ``diff``, its standard error ``se``, ``z`` and the two-sided ``p``; NaN when a
+    class has fewer than two records (or, with groups, there is one group).
     """
     a, b, y = np.asarray(a, float), np.asarray(b, float), np.asarray(y)
     pos, neg = y == 1, y == 0
     m, n = int(pos.sum()), int(neg.sum())
+    nan = {"diff": float("nan"), "se": float("nan"), "z": float("nan"), "p": float("nan")}
     if m < 2 or n < 2:
-        nan = float("nan")
-        return {"diff": nan, "se": nan, "z": nan, "p": nan}
+        return nan
     v10, v01, aucs = [], [], []
     for s in (a, b):
         r_all = scipy.stats.rankdata(s)
@@ -80,11 +90,28 @@ def delong(a: np.ndarray, b: np.ndarray, y: np.ndarray) -> dict[str, float]:
         v10.append((r_all[pos] - r_pos) / n)  # per positive: share of negatives below it
         v01.append(1 - (r_all[neg] - r_neg) / m)  # per negative: share of positives above it
         aucs.append(float(v10[-1].mean()))
-    s10, s01 = np.cov(np.stack(v10)), np.cov(np.stack(v01))
-    cov = s10 / m + s01 / n
+    if groups is None:
+        cov = np.cov(np.stack(v10)) / m + np.cov(np.stack(v01)) / n
+    else:
+        inverse = np.unique(np.asarray(groups), return_inverse=True)[1]
+        k = int(inverse.max()) + 1
+        if k < 2:
+            return nan
+        m_i = np.bincount(inverse[pos], minlength=k)
+        n_i = np.bincount(inverse[neg], minlength=k)
+        # Per group: the summed components minus their expectation, (2, k) each.
+        X = np.stack(
+            [np.bincount(inverse[pos], v, k) - m_i * auc for v, auc in zip(v10, aucs, strict=True)]
+        )
+        Y = np.stack(
+            [np.bincount(inverse[neg], v, k) - n_i * auc for v, auc in zip(v01, aucs, strict=True)]
+        )
+        c = k / (k - 1)
+        s11 = c * X @ Y.T
+        cov = c * (X @ X.T) / m**2 + c * (Y @ Y.T) / n**2 + (s11 + s11.T) / (m * n)
     var = cov[0, 0] + cov[1, 1] - 2 * cov[0, 1]
     diff = aucs[0] - aucs[1]
-    if var <= 0:
+    if var <= 1e-300:
         return {"diff": diff, "se": 0.0, "z": float("nan"), "p": 1.0 if diff == 0 else 0.0}
     se = float(np.sqrt(var))
     z = diff / se

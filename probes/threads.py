@@ -14,7 +14,7 @@ def torch_threads(n: int | None) -> Iterator[None]:
 
     Small problems (a calibrator's ``(N, F)`` logistic fit, one ``eigh`` per worker) run
     fastest on one thread: with two OpenMP threads and the second core busy, a 60 x 200
-    fit took 7x longer (``benchmarks`` measure it under load)."""
+    fit took 7x longer (``benchmarks/bench_fit.py`` measures it)."""
     before = torch.get_num_threads()
     if n is not None:
         torch.set_num_threads(n)

@@ -53,3 +53,18 @@ def test_bench_extract_refuses_an_unknown_variant():
     cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_extract.py"), "--variants", "fast"]
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert run.returncode == 2 and "unknown variants ['fast']" in run.stderr
+
+
+def test_bench_fit_times_both_thread_settings(tmp_path):
+    out = tmp_path / "fit.json"
+    cmd = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "bench_fit.py"),
+        *("--records", "60", "--features", "20", "--folds", "2", "--json", str(out)),
+    ]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    rows = json.loads(out.read_text())["results"]
+    assert [r["load"] for r in rows] == ["idle", "one core busy"]
+    for r in rows:
+        assert r["one_thread_s"] > 0 and r["ratio"] == r["default_threads_s"] / r["one_thread_s"]

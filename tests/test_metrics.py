@@ -65,6 +65,84 @@ def test_delong_matches_its_definition():
     assert got["p"] == pytest.approx(p, rel=1e-9)
 
 
+def _obuchowski_by_definition(a, b, y, groups):
+    """Obuchowski (1997), clustered: per cluster i, V10_i sums psi over its positives
+    (against all negatives, averaged), V01_i over its negatives; explicit loops."""
+    pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+    M, N = len(pos), len(neg)
+    clusters = sorted(set(groups))
+    n_clusters = len(clusters)
+
+    def parts(s):
+        d = s[pos][:, None] - s[neg][None, :]
+        psi = (d > 0) + 0.5 * (d == 0)
+        A = psi.mean()
+        v10, v01, m_i, n_i = [], [], [], []
+        for c in clusters:
+            rows_p = [j for j, i in enumerate(pos) if groups[i] == c]
+            rows_n = [k for k, i in enumerate(neg) if groups[i] == c]
+            v10.append(sum(psi[j].mean() for j in rows_p))
+            v01.append(sum(psi[:, k].mean() for k in rows_n))
+            m_i.append(len(rows_p))
+            n_i.append(len(rows_n))
+        return A, np.array(v10), np.array(v01), np.array(m_i), np.array(n_i)
+
+    A1, p1, q1, m_i, n_i = parts(a)
+    A2, p2, q2, _, _ = parts(b)
+    f = n_clusters / (n_clusters - 1)
+
+    def cov(Ar, pr, qr, As, ps, qs):
+        s10 = f / M * np.sum((pr - m_i * Ar) * (ps - m_i * As))
+        s01 = f / N * np.sum((qr - n_i * Ar) * (qs - n_i * As))
+        s11 = f * np.sum((pr - m_i * Ar) * (qs - n_i * As))
+        s11_t = f * np.sum((ps - m_i * As) * (qr - n_i * Ar))
+        return s10 / M + s01 / N + (s11 + s11_t) / (M * N)
+
+    var = cov(A1, p1, q1, A1, p1, q1) + cov(A2, p2, q2, A2, p2, q2)
+    var -= 2 * cov(A1, p1, q1, A2, p2, q2)
+    se = np.sqrt(var)
+    return A1 - A2, se, 2 * scipy.stats.norm.sf(abs((A1 - A2) / se))
+
+
+def test_clustered_delong_matches_obuchowski_by_definition():
+    rng = np.random.default_rng(7)
+    sizes = rng.integers(1, 5, 40)
+    groups = [f"g{i}" for i, k in enumerate(sizes) for _ in range(k)]
+    n = len(groups)
+    y = rng.integers(0, 2, n)
+    a = rng.normal(size=n) + 0.8 * y
+    b = np.round(a + rng.normal(scale=0.8, size=n), 1)
+    got = delong(a, b, y, groups)
+    diff, se, p = _obuchowski_by_definition(a, b, y, groups)
+    assert got["diff"] == pytest.approx(diff, abs=1e-12)
+    assert got["se"] == pytest.approx(se, rel=1e-9)
+    assert got["p"] == pytest.approx(p, rel=1e-9)
+    # One record per group: the plain test, up to I (M - 1) / ((I - 1) M) on each term.
+    single = delong(a, b, y, [str(i) for i in range(n)])
+    assert single["se"] == pytest.approx(delong(a, b, y)["se"], rel=0.02)
+
+
+def test_clustered_delong_has_the_spread_of_clustered_data():
+    # Groups of three records of one class that share a problem effect (which moves the
+    # two scorers in opposite directions): records of a group are not independent, and
+    # only the clustered variance matches the spread of the difference over replications.
+    rng = np.random.default_rng(8)
+    diffs, clustered, plain = [], [], []
+    for _ in range(300):
+        yg, u = rng.integers(0, 2, 120), rng.normal(size=120)
+        y, uu = np.repeat(yg, 3), np.repeat(u, 3)
+        groups = np.repeat(np.arange(120), 3).astype(str)
+        a = uu + 0.8 * y + rng.normal(size=360)
+        b = -uu + 0.8 * y + rng.normal(size=360)
+        d = delong(a, b, y, groups)
+        diffs.append(d["diff"])
+        clustered.append(d["se"])
+        plain.append(delong(a, b, y)["se"])
+    sd = np.std(diffs)
+    assert np.mean(clustered) == pytest.approx(sd, rel=0.12)
+    assert np.mean(plain) < 0.75 * sd  # the plain test would be anti-conservative here
+
+
 def test_group_resamples_keep_groups_whole():
     groups = [f"g{i // 3}" for i in range(30)]  # 10 groups of 3
 
