@@ -73,8 +73,8 @@ class Tracker:
         self.run.log({key: table})
 
     def log_paired(self, rows: Sequence[Mapping], headline: Mapping | None) -> None:
-        """The paired comparisons as a table; the headline in the summary
-        (``headline/diff``, ``headline/lo``, ``headline/hi``, ``headline/p``)."""
+        """The paired comparisons as a table; the headline as a one-row table and in the
+        summary (``headline/diff``, ``headline/lo``, ``headline/hi``, ``headline/p``)."""
         if self.run is None:
             return
         import wandb
@@ -85,6 +85,7 @@ class Tracker:
             table.add_data(*[r.get(c) for c in columns])
         self.run.log({"paired": table})
         if headline is not None:
+            self.log_table("headline", [{c: headline.get(c) for c in columns}])
             self.run.summary.update(
                 {f"headline/{k}": headline[k] for k in ("diff", "lo", "hi", "p")}
                 | {"headline/scorer": headline["scorer"], "headline/baseline": headline["baseline"]}

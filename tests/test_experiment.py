@@ -12,7 +12,7 @@ import pytest
 
 from probes.config import ConfigError, load_experiment
 from probes.data.splits import SPLITS
-from tests.wandb_offline import offline_summary
+from tests.wandb_offline import offline_history, offline_summary
 
 ROOT = Path(__file__).parents[1]
 
@@ -107,6 +107,10 @@ def test_offline_wandb_run_holds_the_metrics(tiny_run):
     top = json.loads((folder / "metrics.json").read_text())["headline"]
     assert summary["headline/diff"] == pytest.approx(top["diff"])
     assert summary["headline/baseline"] == top["baseline"]
+    logged = offline_history(run_dir)
+    for table in ("cv/comparison", "test/comparison", "folds", "paired", "nested", "headline"):
+        assert logged[f"{table}/_type"] == "table-file", table
+    assert logged["folds/nrows"] == 8 * 8 and logged["headline/nrows"] == 1
 
 
 def test_experiment_files_override_the_shared_default():

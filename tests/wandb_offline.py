@@ -52,3 +52,16 @@ def offline_summary(run_dir: Path) -> dict:
                 key = item.key or "/".join(item.nested_key)
                 summary[key] = json.loads(item.value_json)
     return summary
+
+
+def offline_history(run_dir: Path) -> dict:
+    """``{key: value}`` of the run's logged rows (``run.log``), last write wins; a table
+    ``t`` appears as ``t/_type``, ``t/nrows``..."""
+    (path,) = Path(run_dir).glob("run-*.wandb")
+    logged = {}
+    for record in records(path):
+        if record.WhichOneof("record_type") == "history":
+            for item in record.history.item:
+                key = item.key or "/".join(item.nested_key)
+                logged[key] = json.loads(item.value_json)
+    return logged
