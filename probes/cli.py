@@ -287,10 +287,15 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from .experiment import resolve_run
 
     run = resolve_run(args.results)
-    source = run / "bundles" / args.scorer
+    folder = run / ("bundles-refit" if args.refit else "bundles")
+    source = folder / args.scorer
     if not source.is_dir():
-        available = sorted(p.name for p in (run / "bundles").glob("*"))
-        raise ConfigError(f"no scorer {args.scorer!r} in {run}; available: {available}")
+        if args.refit and not folder.is_dir():
+            raise ConfigError(
+                f"{run} holds no refit bundles: run the experiment with eval.refit: true"
+            )
+        available = sorted(p.name for p in folder.glob("*"))
+        raise ConfigError(f"no scorer {args.scorer!r} in {folder}; available: {available}")
     path = Scorer.load(source).save(args.out)
     print(f"exported {args.scorer} from {run} to {path}")
     return 0
@@ -353,6 +358,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ex.add_argument("--scorer", required=True, help="scorer name (e.g. spectral_lr)")
     ex.add_argument("--out", required=True, help="destination folder")
+    ex.add_argument(
+        "--refit",
+        action="store_true",
+        help="the scorer refit on all records (bundles-refit/, from eval.refit: true) instead "
+        "of the one fitted on the single split",
+    )
     ex.set_defaults(func=_cmd_export)
     return parser
 

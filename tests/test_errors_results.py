@@ -62,3 +62,9 @@ def test_reruns_write_fresh_folders_and_latest_follows_success(tmp_path, capsys)
     assert main([*args, "--scorer", "length"]) == 0
     assert main([*args, "--scorer", "spectral_lr"]) == 1
     assert "available: ['length']" in capsys.readouterr().err
+    # tiny.yaml sets eval.refit: the refit bundle is exported on request.
+    refit = ["export", "--results", str(root), "--out", str(tmp_path / "refit"), "--refit"]
+    assert main([*refit, "--scorer", "length"]) == 0
+    from probes.bundle import Scorer
+
+    assert Scorer.load(tmp_path / "refit").meta["fit"]["fitted_on"].startswith("all ")
