@@ -116,8 +116,8 @@ def section(name: str, folder: Path, docs: Path) -> str:
             if chosen
             else []
         ),
-        "Confound audit (test AUROC of the calib-chosen feature, raw and with length and",
-        "log-probability regressed out on train):",
+        "Confound audit on the single split (test AUROC of the calib-chosen feature, raw and",
+        "with length and log-probability regressed out on train):",
         "",
         "| family | raw | residual |",
         "| --- | --- | --- |",
@@ -128,7 +128,8 @@ def section(name: str, folder: Path, docs: Path) -> str:
             for r in audit
         ],
         "",
-        f"Highest (family, layer) cells on test, direction chosen on calib (the largest of "
+        f"Highest (family, layer) cells on the single split's test records, direction chosen on "
+        f"calib (the largest of "
         f"{sum(r['layer'] != '-' for r in layers)} cells on the test split: optimistic by "
         "construction, a place to look rather than a result): "
         + ", ".join(

@@ -1,5 +1,7 @@
 """A whole calibration experiment: build -> extract (or reuse the store) -> fit every scorer
--> evaluate on test with intervals -> analyses, plots, W&B, results on disk.
+on the single split (what the bundles are) -> evaluate, by grouped cross-validation over
+all records (``eval.cv``, see :mod:`probes.crossval`) or on the test split, with intervals,
+paired and nested comparisons and the headline -> analyses, plots, W&B, results on disk.
 
 ``run_experiment(cfg)`` returns the metrics, so tests call it as ``train.py`` does.
 
@@ -203,6 +205,12 @@ def _run(cfg: ExperimentConfig, out_dir: Path, resolved: dict) -> dict:
         pool = crossval.concat([train, calib, test])
         k = crossval.choose_k(cfg.eval.cv, pool.y.tolist())
         cv = None
+        if cfg.eval.refit and not k:
+            raise DataError(
+                f"option 'eval.refit': after {dm.n_skipped} record(s) were skipped as too "
+                f"long, {len(pool.y)} records are too few for eval.cv {cfg.eval.cv!r}; set "
+                "eval.cv to a number of folds, or eval.refit: false"
+            )
         if k:
             cv = cross_validate(cfg, dm.names, pool, k)
             metrics, probs = crossval.pooled_metrics(cv, cfg.n_boot, cfg.seed), cv.probs
