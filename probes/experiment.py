@@ -253,7 +253,8 @@ def _run(cfg: ExperimentConfig, out_dir: Path, resolved: dict) -> dict:
         evaluated = pool if cv is not None else test
         where = cv.fold_of().tolist() if cv is not None else ["test"] * len(test.y)
         _write_csv(out_dir / "predictions.csv", _prediction_rows(evaluated, where, probs))
-        images = _plots(out_dir, dm.names, test, y, probs, metrics, layer_rows)
+        on = f"{k}-fold out-of-fold predictions" if k else "test"
+        images = _plots(out_dir, dm.names, test, y, probs, metrics, layer_rows, on)
         split_fit = {
             "fitted_on": f"train split ({len(train.y)} records)",
             "calibrated_on": f"calib split ({len(calib.y)} records)",
@@ -373,14 +374,16 @@ def comparison_table(metrics: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def _plots(out_dir: Path, names, test: SplitArrays, y, probs, metrics, layer_rows) -> list[Path]:
-    """ROC and reliability of the evaluated predictions ``probs`` against ``y``; the layer
-    map and the spectra by class on the single split's test records."""
+def _plots(
+    out_dir: Path, names, test: SplitArrays, y, probs, metrics, layer_rows, on: str
+) -> list[Path]:
+    """ROC and reliability of the evaluated predictions ``probs`` against ``y`` (``on``
+    says which); the layer map and the spectra by class on the single split's test
+    records."""
+    aurocs = {k: v["auroc"] for k, v in metrics.items()}
     paths = [
-        plots.roc_curves(
-            y, probs, {k: v["auroc"] for k, v in metrics.items()}, out_dir / "roc.png"
-        ),
-        plots.reliability(y, probs, out_dir / "reliability.png"),
+        plots.roc_curves(y, probs, aurocs, out_dir / "roc.png", on),
+        plots.reliability(y, probs, out_dir / "reliability.png", on=on),
         plots.auroc_heatmap(layer_rows, out_dir / "layer_auroc.png"),
     ]
     layers = sorted({n.split("/")[1] for n in names if n.split("/")[0] == "eig_low"})

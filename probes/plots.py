@@ -15,23 +15,28 @@ from sklearn.metrics import roc_curve  # noqa: E402
 
 
 def roc_curves(
-    y: np.ndarray, probs: Mapping[str, np.ndarray], aurocs: Mapping[str, float], path: Path
+    y: np.ndarray,
+    probs: Mapping[str, np.ndarray],
+    aurocs: Mapping[str, float],
+    path: Path,
+    on: str = "test",
 ) -> Path:
-    """Every scorer's ROC curve on one figure."""
+    """Every scorer's ROC curve on one figure; ``on`` names the evaluated records."""
     fig, ax = plt.subplots(figsize=(5.5, 5))
     for name, p in probs.items():
         fpr, tpr, _ = roc_curve(y, p)
         ax.plot(fpr, tpr, label=f"{name} ({aurocs[name]:.3f})")
     ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
-    ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC on test (AUROC)")
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title=f"ROC on {on} (AUROC)")
     ax.legend(fontsize=8, loc="lower right")
     return _save(fig, path)
 
 
 def reliability(
-    y: np.ndarray, probs: Mapping[str, np.ndarray], path: Path, n_bins: int = 15
+    y: np.ndarray, probs: Mapping[str, np.ndarray], path: Path, n_bins: int = 15, on: str = ""
 ) -> Path:
-    """Reliability diagrams: mean predicted P(valid) against the observed rate, per bin."""
+    """Reliability diagrams: mean predicted P(valid) against the observed rate, per bin;
+    ``on`` names the evaluated records in the figure's title."""
     names = list(probs)
     cols = min(3, len(names))
     rows = int(np.ceil(len(names) / cols))
@@ -53,6 +58,8 @@ def reliability(
         )
     for ax in list(axes.flat)[len(names) :]:
         ax.axis("off")
+    if on:
+        fig.suptitle(f"reliability on {on}")
     return _save(fig, path)
 
 
