@@ -5,8 +5,10 @@
 
 With ``--data`` every record is scored (the frozen model runs the bundles' capture); with
 ``--store`` the stored features of one split are read (the store must come from the same
-model and capture config). Prints the comparison table with grouped bootstrap intervals;
-``--json`` writes the metrics.
+model and capture config). Prints the comparison table with grouped bootstrap intervals,
+then, when some bundles read only ``confound/*`` features, every other bundle against each of
+them on the same records (paired grouped-bootstrap interval, clustered DeLong p), as an
+experiment does. ``--json`` writes ``{"scorers": {name: metrics}, "paired": [rows]}``.
 """
 
 from __future__ import annotations
@@ -16,14 +18,16 @@ import json
 
 import numpy as np
 
-from probes import jsonio
+from probes import compare, jsonio
 from probes.bundle import BundleError, Scorer, check_model
 from probes.errors import report_errors
 from probes.experiment import comparison_table
 from probes.metrics import evaluate_scores
 
 
-def on_store(scorers: list[Scorer], store_path: str, split: str, n_boot: int, seed: int) -> dict:
+def on_store(scorers: list[Scorer], store_path: str, split: str, n_boot: int, seed: int):
+    """Metrics of every bundle on one split of a store; also its P(valid), labels and
+    groups, for the paired comparisons."""
     from probes.featuredata import FeatureDataModule
 
     dm = FeatureDataModule(store_path)
@@ -36,43 +40,40 @@ def on_store(scorers: list[Scorer], store_path: str, split: str, n_boot: int, se
             )
     a = dm.arrays(split)
     X, y = a.X.numpy(), a.y.numpy()
-    return {
-        s.meta["name"]: evaluate_scores(
-            s.predict_proba_features(X, dm.names)[:, 1],
-            y,
-            s.predict_features(X, dm.names),
-            a.groups,
-            n_boot,
-            seed,
-        )
-        for s in scorers
-    }
+    probs, metrics = {}, {}
+    for s in scorers:
+        name = s.meta["name"]
+        probs[name] = s.predict_proba_features(X, dm.names)[:, 1]
+        decision = s.predict_features(X, dm.names)
+        metrics[name] = evaluate_scores(probs[name], y, decision, a.groups, n_boot, seed)
+    return metrics, probs, y, a.groups
 
 
-def on_data(scorers: list[Scorer], source: str, n_boot: int, seed: int, batch_size: int) -> dict:
+def on_data(scorers: list[Scorer], source: str, n_boot: int, seed: int, batch_size: int):
+    """Metrics of every bundle on the records of ``source`` (texts skipped by any bundle
+    are left out for all, so that all are compared on the same records)."""
     from probes.data import load_records
 
     records = load_records(source)
     y = np.array([r.label for r in records])
     groups = [r.group for r in records]
-    out, cache = {}, {}
+    keep = np.ones(len(records), dtype=bool)
+    extracted, cache = {}, {}
     for s in scorers:
         key = json.dumps([s.meta["model"], s.meta["capture"]], sort_keys=True)
         if key not in cache:  # one forward pass per distinct model + capture config
             cache[key] = s.features(records, batch_size=batch_size, progress=True)
-        ex = cache[key]
-        keep = ~ex.skipped.numpy()
+        extracted[s.meta["name"]] = cache[key]
+        keep &= ~cache[key].skipped.numpy()  # compare every bundle on the same records
+    g = [grp for grp, k in zip(groups, keep, strict=True) if k]
+    probs, metrics = {}, {}
+    for s in scorers:
+        name, ex = s.meta["name"], extracted[s.meta["name"]]
         X = ex.values.numpy()[keep]
-        g = [grp for grp, k in zip(groups, keep, strict=True) if k]
-        out[s.meta["name"]] = evaluate_scores(
-            s.predict_proba_features(X, ex.names)[:, 1],
-            y[keep],
-            s.predict_features(X, ex.names),
-            g,
-            n_boot,
-            seed,
-        )
-    return out
+        probs[name] = s.predict_proba_features(X, ex.names)[:, 1]
+        decision = s.predict_features(X, ex.names)
+        metrics[name] = evaluate_scores(probs[name], y[keep], decision, g, n_boot, seed)
+    return metrics, probs, y[keep], g
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,13 +97,21 @@ def main(argv: list[str] | None = None) -> int:
 
             refuse_overwrite(args.json, *(p for p in (args.data, args.store) if p), option="--json")
         scorers = [Scorer.load(p) for p in args.bundles]
+        names = [s.meta["name"] for s in scorers]
+        if len(set(names)) != len(names):
+            raise BundleError(f"--bundles: two bundles share a name ({names}); compare them apart")
         if args.store:
-            metrics = on_store(scorers, args.store, args.split, args.n_boot, args.seed)
+            result = on_store(scorers, args.store, args.split, args.n_boot, args.seed)
         else:
-            metrics = on_data(scorers, args.data, args.n_boot, args.seed, args.batch_size)
+            result = on_data(scorers, args.data, args.n_boot, args.seed, args.batch_size)
+        metrics, probs, y, groups = result
+        reads = {s.meta["name"]: s.meta["feature_names"] for s in scorers}
+        paired = compare.paired_rows(reads, probs, y, groups, args.n_boot, args.seed)
         print(comparison_table(metrics))
+        if paired:
+            print(compare.comparison_rows_table(paired))
         if args.json:
-            jsonio.write_json(args.json, metrics)
+            jsonio.write_json(args.json, {"scorers": metrics, "paired": paired})
         return 0
 
     return report_errors("evaluate.py", run)

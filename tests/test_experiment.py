@@ -158,9 +158,16 @@ def test_evaluate_compares_bundles_on_the_store_and_on_new_data(tiny_run, tmp_pa
     assert res.returncode == 0, res.stderr[-2000:]
     again = json.loads(out.read_text())
     # Bundles come from the single split: on its test records, the same numbers.
-    for name, row in report["split_scorers"].items():
-        assert again[name]["auroc"] == pytest.approx(row["auroc"], abs=1e-6)
-        assert again[name]["ece"] == pytest.approx(row["ece"], abs=1e-6)
+    split = report["split_scorers"]
+    for name, row in split.items():
+        assert again["scorers"][name]["auroc"] == pytest.approx(row["auroc"], abs=1e-6)
+        assert again["scorers"][name]["ece"] == pytest.approx(row["ece"], abs=1e-6)
+    # Paired against each confound-only bundle, as in an experiment.
+    pairs = {(r["scorer"], r["baseline"]): r for r in again["paired"]}
+    assert set(pairs) == {(r["scorer"], r["baseline"]) for r in report["paired"]}
+    top = pairs["spectral_lr", "length"]
+    assert top["diff"] == pytest.approx(split["spectral_lr"]["auroc"] - split["length"]["auroc"])
+    assert "- baseline" in res.stdout
     data = folder.parents[2] / "data" / "arith.jsonl"
     fresh = subprocess.run(
         [
