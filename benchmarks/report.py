@@ -18,7 +18,13 @@ from pathlib import Path
 
 from probes.compare import comparison_rows_table, nested_table
 from probes.config import load_experiment
-from probes.experiment import comparison_table, resolve_run, run_experiment, truncation_line
+from probes.experiment import (
+    comparison_table,
+    fold_table,
+    resolve_run,
+    run_experiment,
+    truncation_line,
+)
 
 EXPERIMENTS = (
     "gsm-perturb",
@@ -66,6 +72,18 @@ def section(name: str, folder: Path, docs: Path) -> str:
         comparison_table(metrics),
         "```",
         "",
+        *(
+            [
+                f"Across the {evaluation['folds']} folds (each fold's own test part):",
+                "",
+                "```",
+                fold_table(metrics),
+                "```",
+                "",
+            ]
+            if cv
+            else []
+        ),
         *([f"Headline: {report['headline_text']}.", ""] if "headline_text" in report else []),
         *(
             [

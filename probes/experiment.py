@@ -374,6 +374,19 @@ def comparison_table(metrics: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
+def fold_table(metrics: dict[str, dict[str, float]]) -> str:
+    """Per scorer, each metric's mean +- sd across the cross-validation folds (each fold's
+    own test part); empty without cross-validation."""
+    if not all("auroc_fold_mean" in m for m in metrics.values()):
+        return ""
+    cols = {"auroc": "AUROC", "auprc": "AUPRC", "ece": "ECE", "brier": "Brier"}
+    lines = [f"{'scorer':18} " + " ".join(f"{t + ' mean +- sd':>17}" for t in cols.values())]
+    for name, m in metrics.items():
+        cells = [f"{m[f'{c}_fold_mean']:.3f} +- {m[f'{c}_fold_sd']:.3f}" for c in cols]
+        lines.append(f"{name:18} " + " ".join(f"{c:>17}" for c in cells))
+    return "\n".join(lines)
+
+
 def _plots(
     out_dir: Path, names, test: SplitArrays, y, probs, metrics, layer_rows, on: str
 ) -> list[Path]:

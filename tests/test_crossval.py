@@ -111,6 +111,10 @@ def test_pooled_and_per_fold_metrics_match_an_independent_computation():
         assert pooled[name]["auroc_fold_sd"] == pytest.approx(np.std(per_fold, ddof=1))
         assert pooled[name]["folds"] == 4
     assert pooled["lr"]["auroc"] > 0.75
+    from probes.experiment import fold_table
+
+    lr = pooled["lr"]
+    assert f"{lr['ece_fold_mean']:.3f} +- {lr['ece_fold_sd']:.3f}" in fold_table(pooled)
     rows = [r for r in cv.fold_rows if r["scorer"] == "thr"]
     assert pooled["thr"]["feature"] == Counter(r["feature"] for r in rows).most_common(1)[0][0]
 
