@@ -12,9 +12,10 @@ import torch
 def torch_threads(n: int | None) -> Iterator[None]:
     """Run the block with ``n`` intra-op threads (``None``: leave as is), then restore.
 
-    Small problems (a calibrator's ``(N, F)`` logistic fit, one ``eigh`` per worker) run
-    fastest on one thread: with two OpenMP threads and the second core busy, a 60 x 200
-    fit took 7x longer (``benchmarks/bench_fit.py`` measures it)."""
+    Small problems (a calibrator's ``(N, F)`` logistic fit, one ``eigh`` per worker) are
+    run on one thread: with two OpenMP threads and the second core busy, a cross-validation
+    of 400 x 1,500 features took 3x longer, against 15% faster on an idle machine
+    (``benchmarks/bench_fit.py``, docs/benchmark.md)."""
     before = torch.get_num_threads()
     if n is not None:
         torch.set_num_threads(n)

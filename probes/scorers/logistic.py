@@ -182,7 +182,8 @@ class LogisticCalibrator:
         stop = EarlyStopping("calib/loss", patience=self.patience, min_delta=1e-7)
         full = lambda X, y: DataLoader(TensorDataset(X, y), batch_size=len(y))  # noqa: E731
         # One thread: these are small dense problems, fitted many times (a cross-validation
-        # fits hundreds); two OpenMP threads against a busy core made them 7x slower.
+        # fits hundreds); two OpenMP threads against a busy core made them 3x slower
+        # (benchmarks/bench_fit.py).
         with _quiet_lightning(), torch_threads(1):
             trainer = L.Trainer(
                 max_epochs=self.max_epochs,
