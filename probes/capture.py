@@ -8,14 +8,17 @@ until the forward pass is done (or until ``pending_mb`` of graphs are waiting) a
 ``eig_workers`` at a time, each on one thread: running them between the layers left a core
 idle, and running them beside the forward pass made its OpenMP threads fight the solver.
 Confounds (token count, log-probability, perplexity, predictive entropy) come from the logits
-of the same pass and are computed beside the eigensolves.
+of the same pass and are computed beside the eigensolves. Those logits are computed block by
+block from the LM head's input, never as one ``(B, T, V)`` tensor (about 1 GB per 1,024-token
+text with a 262k vocabulary), once the first batch has shown that the head alone gives the
+model's logits; otherwise the model's full logits are used.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -106,6 +109,29 @@ class _LayerJob:
         return self.graphs.numel() * self.graphs.element_size() + extra
 
 
+@contextlib.contextmanager
+def _last_position_only(head: torch.nn.Module | None, seen: dict) -> Iterator[None]:
+    """While active, the LM head keeps its input ``(B, T, D)`` in ``seen["h"]`` and computes
+    the logits of the last position only: the confounds then compute theirs block by block
+    from that input (a full ``(B, T, V)`` tensor is ~1 GB per 1,024-token text with
+    Gemma-3's 262k vocabulary), and the model's own last-position logits check them."""
+    if head is None:
+        yield
+        return
+
+    def keep_last(module, args):
+        if len(args) != 1 or args[0].dim() != 3:
+            return None  # an unexpected call: leave it alone (the check then fails)
+        seen["h"] = args[0]
+        return (args[0][:, -1:, :],)
+
+    handle = head.register_forward_pre_hook(keep_last)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
 class SpectralCapture:
     """Turns texts into feature rows with one forward pass per batch.
 
@@ -143,6 +169,9 @@ class SpectralCapture:
         self.eig_threads = eig_threads
         self.eig_workers = max(1, eig_workers or torch.get_num_threads())
         self.pending_bytes = pending_mb * 2**20
+        # Confound logits block by block from the LM head's input, once the first batch has
+        # shown that the head alone gives the model's logits (see _head_rows).
+        self._head_blocks, self._head_checked = True, False
         self._pool: ThreadPoolExecutor | None = None
         self.layers = resolve_layers(cfg.layers, lm.n_layers)
         self.probe_layer = _probe_layer(cfg.probe_layer, lm.n_layers)
@@ -266,21 +295,63 @@ class SpectralCapture:
         out = torch.empty((len(batch), width + len(CONFOUND_NAMES)), dtype=torch.float64)
         pending: list[_LayerJob] = []
         diagonals: dict[tuple[int, int], tuple[Tensor, Tensor]] = {}
-        with self._hooks(batch, out, pending, diagonals), torch.inference_mode():
+        head = self.lm.model.get_output_embeddings() if self._head_blocks else None
+        seen: dict[str, Tensor] = {}
+        with (
+            self._hooks(batch, out, pending, diagonals),
+            _last_position_only(head, seen),
+            torch.inference_mode(),
+        ):
             logits = self.lm.model(
                 input_ids=input_ids.to(device), attention_mask=mask.to(device), use_cache=False
-            ).logits  # (B, T, V)
+            ).logits  # (B, T, V); (B, 1, V) when the head saw the last position only
+        rows = self._head_rows(head, seen, logits)
+        if rows is None and head is not None:  # the check failed: this batch again, in full
+            return self._forward(batch)
         if self._has_diagonal:
             self._diagonal_features(batch, diagonals, out)
 
         def confounds(b: int, t: Tokenized) -> Tensor:
             n = len(t.ids)
-            tok = token_confounds(logits[b, :n], input_ids[b, :n], t.span_start)  # (4,)
+            if rows is None:
+                text_logits = logits[b, :n]  # (n, V)
+            else:
+                text_logits = partial(rows, b)  # blocks of positions, (block, V) at a time
+            tok = token_confounds(text_logits, input_ids[b, :n], t.span_start)  # (4,)
             return torch.cat([tok, length_confounds(t)])  # (7,)
 
         tasks = [(b, slice(width, None), partial(confounds, b, t)) for b, t in enumerate(batch)]
         self._run(tasks, pending, out)
         return out
+
+    def _head_rows(self, head, seen: dict, logits: Tensor):
+        """``rows(b, positions) -> (n, V)`` logits computed from the LM head's input, or
+        ``None`` for the full ``logits``. On the first batch the head applied to the last
+        position must reproduce the model's own logits there; a model that changes them
+        after the head (Gemma-2's soft-capping, a logit scale) fails the check, and every
+        batch then uses the full logits (``self._head_blocks`` is turned off, once)."""
+        if head is None or "h" not in seen:
+            if head is not None:
+                self._head_blocks = False
+            return None
+        hidden = seen["h"]  # (B, T, D)
+
+        def rows(b: int, positions: slice) -> Tensor:
+            with torch.inference_mode():  # confound tasks may run in worker threads
+                return head(hidden[b, positions])
+
+        if not self._head_checked:
+            with torch.inference_mode():
+                mine = head(hidden[:, -1:, :]).float()
+            theirs = logits[:, -1:, :].float()
+            scale = float(theirs.abs().max()) or 1.0
+            if theirs.shape != mine.shape or not torch.allclose(
+                mine, theirs, rtol=1e-4, atol=1e-4 * scale
+            ):
+                self._head_blocks = False
+                return None
+            self._head_checked = True
+        return rows
 
     def _diagonal_features(self, batch, diagonals: dict, out: Tensor) -> None:
         """Fill the diagonal families' columns from every layer's per-head diagonals."""

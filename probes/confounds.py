@@ -6,6 +6,8 @@ extracted beside the spectral features.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
@@ -28,14 +30,18 @@ def length_confounds(tokens) -> Tensor:
     return torch.tensor([tokens.n_tokens_full, tokens.n_chars, tokens.n_steps], dtype=torch.float64)
 
 
-def token_confounds(logits: Tensor, ids: Tensor, span_start: int = 0, block: int = 128) -> Tensor:
+def token_confounds(
+    logits: Tensor | Callable[[slice], Tensor], ids: Tensor, span_start: int = 0, block: int = 128
+) -> Tensor:
     """Length, mean log-prob, perplexity and mean predictive entropy of one text's span.
 
     Token ``t`` is predicted by ``logits[t - 1]``; the statistics average over the span's
     predicted tokens ``max(span_start, 1) .. T - 1``.
 
     Args:
-        logits: ``(T, V)`` next-token logits of one text.
+        logits: ``(T, V)`` next-token logits of one text, or a function that returns the
+            ``(n, V)`` logits of a slice of positions (the capture computes them block by
+            block from the LM head's input, so that no ``(T, V)`` tensor exists).
         ids: ``(T,)`` its token ids.
         span_start: first analysed token.
         block: positions per chunk (bounds the temporary ``(block, V)`` tensors).
@@ -54,9 +60,10 @@ def token_confounds(logits: Tensor, ids: Tensor, span_start: int = 0, block: int
     sum_ent = torch.zeros((), dtype=torch.float64)
     # float32 in row blocks: a float64 copy of (T, V) logits cost ~0.5 s and 600 MB at
     # T = 512, V = 49152; sums are still accumulated in float64.
+    rows = logits if callable(logits) else logits.__getitem__
     for lo in range(first, T, block):
         hi = min(lo + block, T)
-        logp = torch.log_softmax(logits[lo - 1 : hi - 1].float(), dim=-1)  # (n, V)
+        logp = torch.log_softmax(rows(slice(lo - 1, hi - 1)).float(), dim=-1)  # (n, V)
         target = ids[lo:hi].to(logp.device)  # (n,)
         sum_logp += logp.gather(-1, target.unsqueeze(-1)).sum().double().cpu()
         sum_ent += -(logp.exp() * logp).sum().double().cpu()

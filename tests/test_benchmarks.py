@@ -68,3 +68,19 @@ def test_bench_fit_times_both_thread_settings(tmp_path):
     assert [r["load"] for r in rows] == ["idle", "one core busy"]
     for r in rows:
         assert r["one_thread_s"] > 0 and r["ratio"] == r["default_threads_s"] / r["one_thread_s"]
+
+
+def test_bench_confounds_compares_both_paths_on_the_same_text(tmp_path):
+    out = tmp_path / "conf.json"
+    cmd = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "bench_confounds.py"),
+        *("--vocab", "4096", "--tokens", "64", "--json", str(out)),
+    ]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    full, blocks = json.loads(out.read_text())["results"]
+    assert (full["variant"], blocks["variant"]) == ("full_logits", "head_blocks")
+    assert full["tokens"] == blocks["tokens"] == 64
+    assert abs(full["logprob"] - blocks["logprob"]) < 1e-5  # the same confound either way
+    assert full["extraction_rss_ratio_to_full"] == 1.0
