@@ -6,7 +6,8 @@ that reads ``confound/*`` features only: length, log-probability), :func:`paired
 the AUROC difference with a paired grouped-bootstrap interval and DeLong's p-value (its
 clustered form, so that both respect the groups). The
 headline is the first spectral scorer against the best confound baseline, the one with the
-highest test AUROC: a conservative choice, since picking it on test favours the baseline.
+highest AUROC on the evaluated records (out-of-fold, or the test split): a conservative
+choice, since picking it there favours the baseline.
 """
 
 from __future__ import annotations
@@ -117,7 +118,8 @@ def headline(
     specs: Sequence[ScorerSpec], probs: dict[str, np.ndarray], y: np.ndarray, rows
 ) -> dict | None:
     """The first spectral scorer (selecting the default spectral features; a logistic one
-    before a threshold) against the confound baseline with the highest test AUROC."""
+    before a threshold) against the confound baseline with the highest AUROC on the
+    evaluated records."""
     baselines = [s.name for s in specs if is_confound_baseline(s.select)]
     spectral = [s for s in specs if tuple(s.select) == SPECTRAL]
     spectral = [s.name for s in sorted(spectral, key=lambda s: s.kind != "logistic")]
