@@ -227,6 +227,7 @@ def cross_validate(
             if isinstance(fitted.model, LogisticCalibrator):
                 z = fitted.model.logit_before_temperature(Xt[:, fitted.columns])
                 cv.logits[spec.name][fold.test] = z
+            chosen = fitted.describe()
             cv.fold_rows.append(
                 {
                     "scorer": spec.name,
@@ -235,7 +236,7 @@ def cross_validate(
                     "n_calib": len(fold.calib),
                     "n_test": len(fold.test),
                     **point_metrics(p, yt, decision),
-                    **{key: fitted.describe().get(key) for key in CHOSEN},
+                    **{key: chosen.get(key) for key in CHOSEN},
                 }
             )
             bar.update()

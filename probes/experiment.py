@@ -275,9 +275,9 @@ def _run(cfg: ExperimentConfig, out_dir: Path, resolved: dict) -> dict:
             ):
                 tracker.log_artifact(path, f"scorer-{cfg.name}-{path.name}-refit", "model")
         prefix = "cv" if cv is not None else "test"
-        tracker.log_results({k: _numeric(v) for k, v in metrics.items()}, prefix)
+        tracker.log_results({n: _numeric(m) for n, m in metrics.items()}, prefix)
         if cv is not None:
-            tracker.log_results({k: _numeric(v) for k, v in split_metrics.items()}, "test")
+            tracker.log_results({n: _numeric(m) for n, m in split_metrics.items()}, "test")
             tracker.log_table("folds", cv.fold_rows)
         tracker.log_paired(paired, top)
         tracker.log_table("nested", nested)

@@ -91,9 +91,20 @@ def build_tiny(name: str) -> FrozenLM:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(_SEED)
         model = AutoModelForCausalLM.from_config(_config(name, len(tokenizer)))
+    return wrap_random(model, tokenizer, name)
+
+
+def wrap_random(model, tokenizer, name: str, tokenization: bool = False) -> FrozenLM:
+    """A randomly initialised ``model`` as a :class:`FrozenLM`: its identity names it and
+    hashes its weights; with ``tokenization``, plain text without special tokens is
+    recorded as its reading (what :func:`probes.models.load_frozen` adds for tiny models)."""
+    from .models import resolve_tokenization
+
     h = hashlib.sha256()
     for key, tensor in sorted(model.state_dict().items()):
         h.update(key.encode())
         h.update(tensor.detach().cpu().numpy().tobytes())
     identity = {"name_or_path": name, "revision": None, "weights_hash": f"sha256:{h.hexdigest()}"}
+    if tokenization:
+        identity["tokenization"] = resolve_tokenization(tokenizer, False, "plain")
     return FrozenLM(model, tokenizer, identity, source="random")

@@ -9,8 +9,8 @@ import torch
 
 from probes.capture import SpectralCapture
 from probes.config import CaptureConfig
-from probes.models import FrozenLM, resolve_tokenization
-from probes.tiny import char_tokenizer
+from probes.models import FrozenLM
+from probes.tiny import char_tokenizer, wrap_random
 
 TEXTS = [
     "Problem: 3 + 4?\nSolution: 3 + 4 = 7. The answer is 7.",
@@ -84,13 +84,7 @@ def soft_capped_model() -> FrozenLM:
     )
     torch.manual_seed(0)
     model = Gemma2ForCausalLM(config)
-    identity = {
-        "name_or_path": "tiny-gemma2",
-        "revision": None,
-        "weights_hash": None,
-        "tokenization": resolve_tokenization(tokenizer, False, "plain"),
-    }
-    return FrozenLM(model, tokenizer, identity, source="random")
+    return wrap_random(model, tokenizer, "tiny-gemma2", tokenization=True)
 
 
 def test_a_model_that_changes_logits_after_the_head_gets_the_full_logits():

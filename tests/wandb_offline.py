@@ -44,24 +44,21 @@ def _parse(raw: bytes):
 
 def offline_summary(run_dir: Path) -> dict:
     """``{key: value}`` of the run's summary updates, last write wins."""
-    (path,) = Path(run_dir).glob("run-*.wandb")
-    summary = {}
-    for record in records(path):
-        if record.WhichOneof("record_type") == "summary":
-            for item in record.summary.update:
-                key = item.key or "/".join(item.nested_key)
-                summary[key] = json.loads(item.value_json)
-    return summary
+    return _last_values(run_dir, "summary", lambda r: r.summary.update)
 
 
 def offline_history(run_dir: Path) -> dict:
     """``{key: value}`` of the run's logged rows (``run.log``), last write wins; a table
     ``t`` appears as ``t/_type``, ``t/nrows``..."""
+    return _last_values(run_dir, "history", lambda r: r.history.item)
+
+
+def _last_values(run_dir: Path, kind: str, items) -> dict:
+    """The last value of every key in the run's records of type ``kind``."""
     (path,) = Path(run_dir).glob("run-*.wandb")
-    logged = {}
+    values = {}
     for record in records(path):
-        if record.WhichOneof("record_type") == "history":
-            for item in record.history.item:
-                key = item.key or "/".join(item.nested_key)
-                logged[key] = json.loads(item.value_json)
-    return logged
+        if record.WhichOneof("record_type") == kind:
+            for item in items(record):
+                values[item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
+    return values
