@@ -19,6 +19,7 @@ from probes.data import BUILDERS, write_jsonl
 from probes.errors import StoreError
 from probes.extract import extract
 from probes.store import FeatureStore
+from tests.stores import assert_same_store
 
 
 @pytest.fixture(scope="module")
@@ -58,10 +59,7 @@ def data_offset(path) -> int:
 
 
 def assert_like_reference(path, ref):
-    got, want = FeatureStore.open(path).read(), ref.read()
-    assert got.ids == want.ids and len(set(got.ids)) == 24
-    assert torch.equal(got.labels, want.labels) and got.splits == want.splits
-    torch.testing.assert_close(got.values, want.values, rtol=1e-4, atol=1e-6, equal_nan=True)
+    assert_same_store(FeatureStore.open(path), ref, n=24)
 
 
 def test_flipped_tensor_bytes_are_found_and_repaired(setup, tmp_path):
