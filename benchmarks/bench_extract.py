@@ -9,6 +9,9 @@ high-water mark is reset before each length):
   per layer and per head ``W = (A + A^T) / 2``, ``L_sym`` and a dense symmetric ``eigh``;
 * ``streaming``: this toolkit's capture, default features (mean of heads, float64);
 * ``streaming_f32``: the same with ``eig_dtype: float32``;
+* ``streaming_dense``, ``streaming_heads_dense``: ``streaming`` and ``streaming_heads`` with
+  ``eig_method: dense`` (a full float64 ``eigvalsh`` per graph, the solver before
+  ``probes.eigen``);
 * ``streaming_heads``: the capture with per-head spectra (``heads: each``), the like-for-like
   comparison with ``naive_per_head``;
 * ``streaming_all``: the capture with every feature family (eigenvectors included);
@@ -56,7 +59,9 @@ VARIANTS = (
     "naive_per_head",
     "streaming",
     "streaming_f32",
+    "streaming_dense",
     "streaming_heads",
+    "streaming_heads_dense",
     "streaming_all",
     "spectral_trust",
 )
@@ -121,6 +126,8 @@ def make_step(variant: str, lm, text: str, n_tokens: int):
         "streaming": {},
         "streaming_f32": {"eig_dtype": "float32"},
         "streaming_heads": {"heads": "each"},
+        "streaming_dense": {"eig_method": "dense"},
+        "streaming_heads_dense": {"heads": "each", "eig_method": "dense"},
         "streaming_all": {"families": "all"},
         "streaming_eig2threads": {},
     }[variant]
@@ -153,11 +160,45 @@ def spectral_trust_step(lm, text: str, n_tokens: int):
     return lambda: framework.analyze_text(text, save_results=False)
 
 
+#: Random-weight Llama-shaped models, read with the embedded model's tokenizer: the cost of
+#: a bigger model (24 layers x 16 heads of 64) without downloading one.
+RANDOM_MODELS = {
+    "random-llama-24x16": {
+        "hidden_size": 1024,
+        "intermediate_size": 2816,
+        "num_hidden_layers": 24,
+        "num_attention_heads": 16,
+        "num_key_value_heads": 16,
+    },
+}
+
+
+def bench_model(name: str):
+    """``name`` loaded as the toolkit loads it, or one of :data:`RANDOM_MODELS`."""
+    from probes import load_frozen
+
+    if name not in RANDOM_MODELS:
+        return load_frozen(name)
+    import torch
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    from probes.tiny import wrap_random
+
+    tokenizer = load_frozen("smollm2-135m").tokenizer
+    cfg = LlamaConfig(
+        vocab_size=len(tokenizer),
+        max_position_embeddings=4096,
+        attn_implementation="eager",
+        **RANDOM_MODELS[name],
+    )
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(cfg).eval()
+    return wrap_random(model, tokenizer, name, tokenization=True)
+
+
 def child(variant: str, lengths: list[int], repeats: int, budget_s: float, model: str) -> None:
     """Runs in a child process: one JSON line per length."""
     import torch
-
-    from probes import load_frozen
 
     if variant == "spectral_trust":
         try:
@@ -165,7 +206,7 @@ def child(variant: str, lengths: list[int], repeats: int, budget_s: float, model
         except ImportError:
             print(json.dumps({"skipped": "spectral-trust is not installed (make bench)"}))
             return
-    lm = load_frozen(model)
+    lm = bench_model(model)
     all_ids = lm.tokenizer(TEXT * 80, add_special_tokens=False)["input_ids"]
     make_step(variant, lm, lm.tokenizer.decode(all_ids[:WARMUP_TOKENS]), WARMUP_TOKENS)()
     for n in lengths:
@@ -339,7 +380,9 @@ def main() -> None:
     parser.add_argument(
         "--budget-s", type=float, default=25, help="time for one variant at one length (s)"
     )
-    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument(
+        "--model", default="smollm2-135m", help=f"a model name, or one of {list(RANDOM_MODELS)}"
+    )
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
     parser.add_argument("--load-tokens", type=int, default=512, help="0 skips the load study")
     parser.add_argument("--json", help="write the results here")

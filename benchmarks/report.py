@@ -32,6 +32,7 @@ EXPERIMENTS = (
     "gsm-perturb-local",
     "gsm-perturb-local-heads",
     "champ",
+    "champ-heads",
     "generate",
     "generate-heads",
 )

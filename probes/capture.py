@@ -20,7 +20,7 @@ import contextlib
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 
 import torch
@@ -102,6 +102,7 @@ class _LayerJob:
     layer: int
     graphs: Tensor  # (G, n, n) in the solver dtype, an owned copy (the attention is freed)
     hidden: Tensor | None  # (n, D) when a family needs the hidden states
+    counts: dict[str, int] = field(default_factory=dict)  # filled by the solver thread
 
     @property
     def nbytes(self) -> int:
@@ -173,6 +174,9 @@ class SpectralCapture:
         # shown that the head alone gives the model's logits (see _head_rows).
         self._head_blocks, self._head_checked = True, False
         self._pool: ThreadPoolExecutor | None = None
+        #: Graphs solved so far; ``refined``: extreme eigenvalues certified by the mixed-
+        #: precision refinement; ``fallbacks``: not certified, solved again densely.
+        self.solver_counts = {"graphs": 0, "refined": 0, "fallbacks": 0}
         self.layers = resolve_layers(cfg.layers, lm.n_layers)
         self.probe_layer = _probe_layer(cfg.probe_layer, lm.n_layers)
         self.families = resolve_families(cfg)
@@ -373,12 +377,14 @@ class SpectralCapture:
         writes ``out``: under Lightning's predict loop it is an inference tensor, which other
         threads (outside inference mode) may not modify.
         """
-        tasks = tasks + [(job.row, job.cols, partial(self._solve, job)) for job in pending]
+        jobs = list(pending)
+        tasks = tasks + [(job.row, job.cols, partial(self._solve, job)) for job in jobs]
         pending.clear()
         if self.eig_workers == 1:
             with torch_threads(self.eig_threads):
                 for row, cols, fn in tasks:
                     out[row, cols] = fn()
+            self._count(jobs)
             return
         if self._pool is None:
             self._pool = ThreadPoolExecutor(
@@ -390,11 +396,20 @@ class SpectralCapture:
         futures = [self._pool.submit(fn) for _, _, fn in tasks]
         for (row, cols, _), future in zip(tasks, futures, strict=True):
             out[row, cols] = future.result()  # re-raises the first error, in task order
+        self._count(jobs)
+
+    def _count(self, jobs: list[_LayerJob]) -> None:
+        """Add the solved jobs' graph counts to :attr:`solver_counts` (this thread only)."""
+        for job in jobs:
+            self.solver_counts["graphs"] += job.graphs.shape[0]
+            for key in ("refined", "fallbacks"):
+                self.solver_counts[key] += job.counts.get(key, 0)
 
     def _solve(self, job: _LayerJob) -> Tensor:
         """``(per_layer,)`` features of one pending layer."""
         try:
-            return graph_features(job.graphs, job.hidden, self.families, self.cfg).cpu()
+            feats = graph_features(job.graphs, job.hidden, self.families, self.cfg, job.counts)
+            return feats.cpu()
         except NegativeEigenvalueError as err:
             head = "mean of heads" if self.cfg.heads == "mean" else f"head {err.index[0]}"
             raise SpectrumError(f"record {job.record!r}, layer {job.layer}, {head}: {err}") from err

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +23,17 @@ from .data.datamodule import TextDataModule, TextItem
 from .data.records import Record
 from .data.sources import load_records
 from .data.splits import check_splits
+from .eigen import ACCURACY
 from .models import load_frozen
-from .store import FeatureStore, fingerprint, is_rank_zero, new_run_tag, store_key, store_lock
+from .store import (
+    SOLVER_COUNTS,
+    FeatureStore,
+    fingerprint,
+    is_rank_zero,
+    new_run_tag,
+    store_key,
+    store_lock,
+)
 
 
 class ExtractionModule(L.LightningModule):
@@ -74,6 +83,7 @@ class StoreWriter(BasePredictionWriter):
         self._items: list[TextItem] = []
         self._seq = 0
         self.stats = {"records": 0, "tokens": 0, "skipped": 0, "truncated": 0}
+        self.stats |= dict.fromkeys(SOLVER_COUNTS, 0)
         self._start = time.perf_counter()
 
     def write_on_batch_end(
@@ -81,6 +91,7 @@ class StoreWriter(BasePredictionWriter):
     ):
         self._rows.append(prediction.cpu())
         self._items.extend(batch)
+        self.stats.update(pl_module.capture.solver_counts)  # this rank's totals so far
         for item in batch:
             self.stats["records"] += 1
             self.stats["tokens"] += len(item.tokens.ids)
@@ -144,6 +155,8 @@ class ExtractResult:
     truncated: int
     seconds: float
     is_global_zero: bool = True
+    #: This run's graphs, and how their spectra's ends were solved (``probes.eigen``).
+    solver: dict[str, int] = field(default_factory=dict)
 
     def summary(self) -> str:
         """What was done, then the store's records per split with their class balance."""
@@ -156,6 +169,13 @@ class ExtractResult:
             f"{self.truncated} truncated) in {self.seconds:.1f} s ({rate:.2f} texts/s)",
             f"{len(data.names)} features per record; families: {', '.join(families)}",
         ]
+        if self.solver.get("graphs"):
+            s = self.solver
+            lines.append(
+                f"spectra: {s['graphs']} graphs; {s['refined']} spectrum ends certified by "
+                f"mixed-precision refinement, {s['fallbacks']} solved densely after failing "
+                f"the certificate (every feature within {ACCURACY:g} of dense float64)"
+            )
         for split in ("train", "calib", "test"):
             rows = [i for i, s in enumerate(data.splits) if s == split and not data.skipped[i]]
             valid = int(data.labels[rows].sum()) if rows else 0
@@ -247,9 +267,10 @@ def _extract_locked(cfg, records, capture, manifest, path, repair, start, traine
         dm.setup("predict")  # nothing to do: count what is there
     if trainer.world_size > 1:
         trainer.strategy.barrier("probes-extract-end")  # every rank's last shard is on disk
+    stats = _gather(trainer, writer.stats)
     if trainer.is_global_zero:
         store.write_index()
-    stats = _gather(trainer, writer.stats)
+        store.add_solver_counts(stats, ACCURACY)
     return ExtractResult(
         store=store,
         total=len(records),
@@ -259,6 +280,7 @@ def _extract_locked(cfg, records, capture, manifest, path, repair, start, traine
         truncated=stats["truncated"],
         seconds=time.perf_counter() - start,
         is_global_zero=trainer.is_global_zero,
+        solver={k: stats[k] for k in SOLVER_COUNTS},
     )
 
 

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from . import spectral as sp
 from .config import CaptureConfig, ConfigError
+from .eigen import extreme_eigvals
 
 
 class _cached:
@@ -43,40 +44,98 @@ class _cached:
 class LayerGraph:
     """One layer of one text, seen as ``G`` graphs (``G = 1`` for ``heads: mean``, else ``H``).
 
+    Each quantity is computed once, lazily, and only as far as the selected families need:
+    the ends of the spectrum (``low``, ``high``) by :func:`probes.eigen.extreme_eigvals`, the
+    whole spectrum (``eigvals``) only for a family that reads it, and the mean and spread of
+    the eigenvalues from traces.
+
     Args:
         attn: ``(G, T, T)`` attention over the analysed span (any float dtype).
         hidden: ``(T, D)`` the layer's output hidden states over the span, or ``None``.
-        cfg: the capture config (Laplacian kind, ``k``, precision).
+        cfg: the capture config (Laplacian kind, ``k``, precision, eigenvalue method).
+        families: the graph families that will read it (they set what is solved).
     """
 
-    def __init__(self, attn: Tensor, hidden: Tensor | None, cfg: CaptureConfig, vectors: bool):
+    def __init__(
+        self, attn: Tensor, hidden: Tensor | None, cfg: CaptureConfig, families: Sequence[Family]
+    ):
         self.cfg = cfg
         self.dtype = getattr(torch, cfg.eig_dtype)
         self.attn = attn.to(self.dtype)  # (G, T, T)
         self.hidden = hidden  # (T, D)
-        self._vectors = vectors  # some family needs eigenvectors: solve eigh once, not twice
+        self._vectors = any(f.needs_vectors for f in families)  # eigh once, not twice
+        self._full = any(f.spectrum == "full" for f in families)
+        self.n_low = max([f.low(cfg) for f in families] + [0])
+        self.n_high = max([f.high(cfg) for f in families] + [0])
+        self.refined = self.fallbacks = 0  # graphs solved by certified refinement / densely
 
     @_cached
     def W(self) -> Tensor:
         return sp.symmetrize(self.attn)  # (G, T, T)
 
     @_cached
+    def L(self) -> Tensor:
+        """``(G, T, T)`` the symmetric matrix with the configured Laplacian's spectrum."""
+        return sp.symmetric_laplacian(self.W, self.cfg.laplacian)
+
+    @_cached
     def eigh(self) -> tuple[Tensor, Tensor]:
-        return sp.laplacian_eigh(self.W, self.cfg.laplacian, self.dtype)  # (G, T), (G, T, T)
+        vals, vecs = torch.linalg.eigh(self.L)
+        return sp.clamp_spectrum(vals), vecs  # (G, T), (G, T, T)
 
     @_cached
     def eigvals(self) -> Tensor:
-        """``(G, T)`` ascending eigenvalues of the configured Laplacian."""
+        """``(G, T)`` every eigenvalue of the configured Laplacian, ascending."""
         if self._vectors:
             return self.eigh[0]
-        return sp.laplacian_eigvals(self.W, self.cfg.laplacian, self.dtype)
+        return sp.clamp_spectrum(torch.linalg.eigvalsh(self.L))
 
     @_cached
-    def sym_eigvals(self) -> Tensor:
-        """``(G, T)`` ascending eigenvalues of ``L_sym`` (the Fiedler value is defined on it)."""
+    def _ends(self) -> tuple[Tensor, Tensor]:
+        T = self.L.shape[-1]
+        n_low, n_high = min(self.n_low, T), min(self.n_high, T)
+        if self._full or self._vectors:  # the whole spectrum is solved anyway
+            vals = self.eigvals
+            return vals[..., :n_low], vals[..., T - n_high :]
+        return self._solve_ends(self.L, n_low, n_high)
+
+    def _solve_ends(self, L: Tensor, n_low: int, n_high: int) -> tuple[Tensor, Tensor]:
+        method = self.cfg.eig_method if self.dtype == torch.float64 else "dense"
+        ends = extreme_eigvals(L, n_low, n_high, method)
+        self.refined += ends.refined
+        self.fallbacks += ends.fallbacks
+        both = sp.clamp_spectrum(torch.cat([ends.low, ends.high], dim=-1))
+        return both[..., :n_low], both[..., n_low:]
+
+    @property
+    def low(self) -> Tensor:
+        """``(G, min(n_low, T))`` the smallest eigenvalues, ascending."""
+        return self._ends[0]
+
+    @property
+    def high(self) -> Tensor:
+        """``(G, min(n_high, T))`` the largest eigenvalues, ascending."""
+        return self._ends[1]
+
+    @_cached
+    def sym_low(self) -> Tensor:
+        """``(G, <= 2)`` the two smallest eigenvalues of ``L_sym`` (the Fiedler value's)."""
         if self.cfg.laplacian in ("sym", "rw"):
-            return self.eigvals
-        return sp.laplacian_eigvals(self.W, "sym", self.dtype)
+            return self.low[..., :2]
+        if self._full or self._vectors:
+            return sp.clamp_spectrum(torch.linalg.eigvalsh(sp.normalized_laplacian(self.W)))[
+                ..., :2
+            ]
+        return self._solve_ends(sp.normalized_laplacian(self.W), 2, 0)[0]
+
+    @_cached
+    def moments(self) -> tuple[Tensor, Tensor]:
+        """``(G,)`` mean and standard deviation of the eigenvalues, from traces:
+        ``tr(L) / T`` and ``sqrt(||L||_F^2 / T - mean^2)`` (``L`` symmetric), O(T^2)."""
+        T = self.L.shape[-1]
+        mean = self.L.diagonal(dim1=-2, dim2=-1).sum(dim=-1) / T
+        var = self.L.square().sum(dim=(-2, -1)) / T - mean.square()
+        return mean, var.clamp_min(0).sqrt()
 
     @_cached
     def signal(self) -> dict[str, Tensor]:
@@ -119,6 +178,8 @@ class Family:
 
     ``diagonal`` families compute from :class:`HeadDiagonals` instead of a
     :class:`LayerGraph`; ``per_head`` ones give one group per head under ``heads: mean`` too.
+    ``low`` and ``high`` say how many eigenvalues the family reads at each end of the
+    spectrum; ``spectrum="full"`` marks a family that needs every one (the slow path).
     """
 
     name: str
@@ -130,6 +191,9 @@ class Family:
     diagonal: bool = False
     per_head: bool = False
     needs_next_layer: bool = False
+    low: Callable[[CaptureConfig], int] = lambda cfg: 0
+    high: Callable[[CaptureConfig], int] = lambda cfg: 0
+    spectrum: str = "none"
 
     def groups(self, cfg: CaptureConfig, n_heads: int) -> int:
         """Feature groups per layer: one per head, or one for the layer."""
@@ -146,12 +210,16 @@ def _col(x: Tensor) -> Tensor:
 
 def _eig_low(g: LayerGraph) -> Tensor:
     # Skip the trivial lambda_1 = 0 of a connected graph.
-    return sp.pick(g.eigvals, list(range(1, g.cfg.k + 1)))
+    return sp.pick(g.low, list(range(1, g.cfg.k + 1)))
 
 
 def _eig_high(g: LayerGraph) -> Tensor:
-    T = g.eigvals.shape[-1]
-    return sp.pick(g.eigvals, [T - 1 - i for i in range(g.cfg.k)])
+    n = g.high.shape[-1]  # descending; a spectrum shorter than k repeats its smallest value
+    return sp.pick(g.high, [n - 1 - i for i in range(g.cfg.k)])
+
+
+def _k_plus_1(cfg: CaptureConfig) -> int:
+    return cfg.k + 1
 
 
 def _top_k(vals: Tensor, k: int) -> Tensor:
@@ -178,22 +246,55 @@ def _signal(name: str) -> Callable[[LayerGraph], Tensor]:
 
 
 _FAMILY_LIST = [
-    Family("eig_low", _eig_low, "smallest k Laplacian eigenvalues after the trivial 0", _k),
-    Family("eig_high", _eig_high, "largest k Laplacian eigenvalues, descending", _k),
-    Family("fiedler", lambda g: _col(sp.fiedler_value(g.sym_eigvals)), "lambda_2 of L_sym"),
-    Family("gap", lambda g: _col(sp.spectral_gap(g.eigvals)), "lambda_2 - lambda_1"),
+    Family(
+        "eig_low",
+        _eig_low,
+        "smallest k Laplacian eigenvalues after the trivial 0",
+        _k,
+        low=_k_plus_1,
+        spectrum="ends",
+    ),
+    Family(
+        "eig_high",
+        _eig_high,
+        "largest k Laplacian eigenvalues, descending",
+        _k,
+        high=_k,
+        spectrum="ends",
+    ),
+    Family(
+        "fiedler",
+        lambda g: _col(sp.fiedler_value(g.sym_low)),
+        "lambda_2 of L_sym",
+        low=lambda cfg: 2 if cfg.laplacian in ("sym", "rw") else 0,
+        spectrum="ends",
+    ),
+    Family(
+        "gap",
+        lambda g: _col(sp.spectral_gap(g.low)),
+        "lambda_2 - lambda_1",
+        low=lambda cfg: 2,
+        spectrum="ends",
+    ),
     Family(
         "eigengap",
-        lambda g: _col(sp.max_eigengap(g.eigvals, g.cfg.k)),
+        lambda g: _col(sp.max_eigengap(g.low, g.cfg.k)),
         "largest gap among the first k + 1 eigenvalues",
+        low=_k_plus_1,
+        spectrum="ends",
     ),
     Family(
         "eig_entropy",
         lambda g: _col(sp.eigenvalue_entropy(g.eigvals)),
-        "entropy of lambda / sum(lambda)",
+        "entropy of lambda / sum(lambda) (needs the whole spectrum)",
+        spectrum="full",
     ),
-    Family("eig_mean", lambda g: _col(g.eigvals.mean(dim=-1)), "mean eigenvalue"),
-    Family("eig_std", lambda g: _col(g.eigvals.std(dim=-1, correction=0)), "eigenvalue std"),
+    Family("eig_mean", lambda g: _col(g.moments[0]), "mean eigenvalue, tr(L) / T"),
+    Family(
+        "eig_std",
+        lambda g: _col(g.moments[1]),
+        "eigenvalue std, sqrt(||L||_F^2 / T - mean^2)",
+    ),
     Family(
         "lapeig_single",
         _lapeig_single,
@@ -201,7 +302,7 @@ _FAMILY_LIST = [
         _k,
     ),
     *[
-        Family(name, _signal(name), doc, needs_vectors=True, needs_hidden=True)
+        Family(name, _signal(name), doc, needs_vectors=True, needs_hidden=True, spectrum="full")
         for name, doc in [
             ("energy", "Dirichlet energy tr(X^T L X) of the hidden states"),
             ("smoothness", "energy / tr(X^T X)"),
@@ -282,22 +383,33 @@ def reduce_heads(attn: Tensor, cfg: CaptureConfig) -> Tensor:
 
 
 def graph_features(
-    graphs: Tensor, hidden: Tensor | None, families: Sequence[Family], cfg: CaptureConfig
+    graphs: Tensor,
+    hidden: Tensor | None,
+    families: Sequence[Family],
+    cfg: CaptureConfig,
+    counts: dict[str, int] | None = None,
 ) -> Tensor:
     """All features of one layer's graphs (from :func:`reduce_heads`), in name order.
 
     Args:
         graphs: ``(G, T, T)`` in the solver's dtype.
         hidden: ``(T, D)`` the layer's output hidden states over the span, or ``None``.
+        counts: if given, ``refined`` and ``fallbacks`` are added to it: how many of the
+            ``G`` graphs had their extreme eigenvalues certified by refinement, and how many
+            fell back to the dense solver (both 0 where the dense solver was chosen or the
+            whole spectrum was needed).
 
     Returns:
         ``(n_features_per_layer,)`` values in the eigensolver's dtype.
     """
     families = [f for f in families if not f.diagonal]
-    vectors = any(f.needs_vectors for f in families)
-    graph = LayerGraph(graphs, hidden, cfg, vectors)
+    graph = LayerGraph(graphs, hidden, cfg, families)
     # (G, width) per family -> family-major, then head, then k.
-    return torch.cat([fam.compute(graph).reshape(-1) for fam in families])
+    features = torch.cat([fam.compute(graph).reshape(-1) for fam in families])
+    if counts is not None:
+        counts["refined"] = counts.get("refined", 0) + graph.refined
+        counts["fallbacks"] = counts.get("fallbacks", 0) + graph.fallbacks
+    return features
 
 
 def diagonal_features(stats: HeadDiagonals, families: Sequence[Family]) -> Tensor:

@@ -126,6 +126,10 @@ class StoredFeatures:
     skipped: torch.Tensor  # (N,) bool
 
 
+#: What ``manifest.json``'s ``solver`` entry counts, over every extraction run of a store.
+SOLVER_COUNTS = ("graphs", "refined", "fallbacks")
+
+
 class FeatureStore:
     """A feature store folder (see the module docstring).
 
@@ -146,13 +150,17 @@ class FeatureStore:
                 on_disk = json.loads(existing.read_text())
             except json.JSONDecodeError as err:
                 raise StoreError(f"{existing}: not valid JSON ({err})") from None
-            diff = _diff(on_disk, self.manifest)
+            # ``solver`` is what extraction runs have counted so far, not part of the identity.
+            identity = {k: v for k, v in self.manifest.items() if k != "solver"}
+            diff = _diff({k: v for k, v in on_disk.items() if k != "solver"}, identity)
             if diff:
                 raise StoreMismatchError(
                     f"the feature store {self.path} was made with other settings; "
                     f"differences (stored -> requested): {'; '.join(diff)}. Use another "
                     "--store folder, or delete this one to re-extract"
                 )
+            if "solver" in on_disk:
+                self.manifest["solver"] = on_disk["solver"]
         else:
             self.path.mkdir(parents=True, exist_ok=True)
             atomic_write_text(existing, json.dumps(self.manifest, indent=1, sort_keys=True))
@@ -327,6 +335,17 @@ class FeatureStore:
             truncated=cat("truncated", torch.empty(0, dtype=torch.bool)),
             skipped=cat("skipped", torch.empty(0, dtype=torch.bool)),
         )
+
+    def add_solver_counts(self, counts: dict[str, int], accuracy: float) -> dict[str, Any]:
+        """Add one extraction run's eigensolver counts (``graphs``, ``refined``,
+        ``fallbacks``) to the manifest's ``solver`` entry, with the stated accuracy of the
+        spectral features; returns the totals. Rank 0 only, under the store's lock."""
+        before = self.manifest.get("solver") or {}
+        totals = {k: int(before.get(k, 0)) + int(counts.get(k, 0)) for k in SOLVER_COUNTS}
+        self.manifest["solver"] = {**totals, "accuracy": accuracy}
+        text = json.dumps(self.manifest, indent=1, sort_keys=True)
+        atomic_write_text(self.path / "manifest.json", text)
+        return self.manifest["solver"]
 
     def write_index(self) -> Path:
         """``index.json``: one entry per record (id, label, group, split, n_tokens, flags)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator
 
 import torch
@@ -23,3 +24,27 @@ def torch_threads(n: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+@functools.cache
+def _blas_controller():
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
+@contextlib.contextmanager
+def lapack_threads(n: int | None) -> Iterator[None]:
+    """Run the block with the BLAS libraries that SciPy and NumPy load (OpenBLAS) on ``n``
+    threads (``None``: leave as is), then restore.
+
+    Their thread pools are their own, not torch's: the mixed-precision eigensolver's LAPACK
+    calls (:mod:`probes.eigen`) would otherwise start two threads per call inside each of
+    the capture's single-threaded solver workers. The setting is process-wide, so only the
+    thread that starts and waits for the solves enters this block.
+    """
+    if n is None:
+        yield
+        return
+    with _blas_controller().limit(limits=n, user_api="blas"):
+        yield

@@ -105,7 +105,7 @@ def test_solver_error_in_a_worker_names_record_and_layer(tiny_llama, monkeypatch
     import probes.capture as capture_mod
     from probes.spectral import NegativeEigenvalueError
 
-    def broken(graphs, hidden, families, cfg):
+    def broken(graphs, hidden, families, cfg, counts=None):
         raise NegativeEigenvalueError(-0.5, (0,))
 
     monkeypatch.setattr(capture_mod, "graph_features", broken)
