@@ -31,14 +31,16 @@ test: install
 report: install
 	WANDB_MODE=$${WANDB_MODE:-offline} $(BIN)/python benchmarks/report.py
 
-# docs/benchmark.md: speed and memory against the bare forward pass, the naive per-head method
-# and the peer package spectral-trust, installed here with torch pinned to the installed build
-# (its open torch requirement would otherwise be free to pull another one). ~9 min; run it on
-# an otherwise idle machine.
+# docs/benchmark-extract.md (the tables docs/benchmark.md discusses): speed and memory against
+# the bare forward pass, the naive per-head method and the peer package spectral-trust,
+# installed here with torch pinned to the installed build (its open torch requirement would
+# otherwise be free to pull another one); then the eigensolvers alone on real per-head graphs
+# (docs/benchmark-eigen.json). ~15 min; run it on an otherwise idle machine.
 bench: install
 	$(BIN)/python -c "import torch; print('torch==' + torch.__version__)" > $(VENV)/torch-pin.txt
 	$(BIN)/python -m pip install --quiet -c $(VENV)/torch-pin.txt spectral-trust==0.3.0
-	$(BIN)/python benchmarks/bench_extract.py --json docs/benchmark.json --markdown docs/benchmark.md
+	$(BIN)/python benchmarks/bench_extract.py --json docs/benchmark.json --markdown docs/benchmark-extract.md
+	$(BIN)/python benchmarks/bench_eigen.py --json docs/benchmark-eigen.json
 
 lint: install
 	$(BIN)/ruff check .

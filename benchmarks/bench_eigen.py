@@ -7,12 +7,12 @@ the graphs are ``L_sym`` of every head of four layers spread over the model (36 
 Both methods solve the same batches, alternating, ``--repeats`` times; the table gives the
 median ms per graph, the ratio dense / mixed, the mixed method's largest error against the
 dense values, and its fallbacks. The exponent ``b`` of ``time ~ T^b`` is fitted on the
-lengths from 256 on. ``auto`` uses ``mixed`` from the smallest measured ``T`` at which it
-is faster (``probes.eigen.MIXED_FROM_T``).
+lengths from 256 on. ``auto`` uses ``mixed`` only in the range of ``T`` where it was
+measured faster (``probes.eigen.MIXED_RANGE``).
 
 GPU section: when CUDA is present, the same graphs are also solved there (the float32
 stage is a batched ``eigh`` on the device; both methods synchronize before the clock
-stops), and ``MIXED_FROM_T['cuda']`` should be set from those rows. Without CUDA (as on
+stops), and ``MIXED_RANGE['cuda']`` should be set from those rows. Without CUDA (as on
 the machines this project is built on) the section is skipped and says so.
 
     python benchmarks/bench_eigen.py --json out.json      # ~3 min on 2 cores
@@ -119,7 +119,10 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--tokens", type=int, nargs="+", default=[128, 192, 256, 384, 512, 1024, 2048]
+        "--tokens",
+        type=int,
+        nargs="+",
+        default=[128, 256, 384, 512, 640, 768, 896, 1024, 1152, 1280, 1536, 2048],
     )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--model", default="smollm2-135m")
@@ -156,7 +159,7 @@ def main() -> None:
     print(
         f"exponent (T >= 256): dense {exponents['dense']:.2f}, mixed {exponents['mixed']:.2f};"
         f" mixed faster from T = {min(faster) if faster else '-'}"
-        f" (probes.eigen.MIXED_FROM_T['cpu'] = {eigen.MIXED_FROM_T['cpu']})"
+        f" (probes.eigen.MIXED_RANGE['cpu'] = {eigen.MIXED_RANGE['cpu']})"
     )
     if args.json:
         report = {"model": args.model, "rows": rows, "exponents": exponents}

@@ -413,6 +413,8 @@ class SpectralCapture:
         except NegativeEigenvalueError as err:
             head = "mean of heads" if self.cfg.heads == "mean" else f"head {err.index[0]}"
             raise SpectrumError(f"record {job.record!r}, layer {job.layer}, {head}: {err}") from err
+        except ValueError as err:  # a non-causal attention pattern (causal_laplacian_lower)
+            raise SpectrumError(f"record {job.record!r}, layer {job.layer}: {err}") from err
 
     def close(self) -> None:
         """Stop the eigensolver threads (they are started again when needed)."""

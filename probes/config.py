@@ -108,7 +108,7 @@ class CaptureConfig(Options):
     #: ``eigengap``) are solved under ``float64``: ``dense`` (a full float64 ``eigvalsh``),
     #: ``mixed`` (float32 tridiagonal reduction, float64 Rayleigh-Ritz refinement with a
     #: residual certificate, dense fallback; ``probes.eigen``) or ``auto`` (``mixed`` where
-    #: it was measured faster: ``T >= 192`` on CPU). Either way every feature is within
+    #: it was measured faster: 704 <= T <= 1088 on CPU). Either way every feature is within
     #: 1e-6 of the dense float64 value.
     eig_method: str = "auto"
     #: Share of the highest graph frequencies counted by ``hfer``.

@@ -51,10 +51,14 @@ GUARD = 6
 #: ``eta``, the float32 eigenvalues' error allowance, in units of ``eps32 * max|mu|``: on
 #: real per-head graphs of 800 tokens the largest error seen was 2.5 units (median 0.8).
 ETA_UNITS = 32.0
-#: Smallest ``T`` at which ``mixed`` is faster than the dense solver, per device type; below
-#: it ``auto`` stays dense (``benchmarks/bench_eigen.py``, docs/benchmark.md). No CUDA
-#: measurement yet: ``auto`` is dense there until one is made.
-MIXED_FROM_T = {"cpu": 192}
+#: The ``T`` range, per device type, in which ``mixed`` was measured faster than the dense
+#: solver; ``auto`` is dense outside it (``benchmarks/bench_eigen.py``, docs/benchmark.md).
+#: On 2 CPU cores, one thread per solve, torch 2.13's float64 ``eigvalsh`` (MKL) against
+#: SciPy's float32 ``ssytrd`` (OpenBLAS): mixed is 1.25-1.42x faster from 768 to 1,024
+#: tokens, even at 640, slower below, and slower again from 1,152 on, where MKL's dense
+#: solver speeds up (69 ms at 1,152 against 84 ms at 1,024). No CUDA measurement yet:
+#: ``auto`` is dense there until one is made.
+MIXED_RANGE = {"cpu": (704, 1088)}
 METHODS = ("auto", "dense", "mixed")
 #: The float32 stage on CPU: ``lapack`` (one tridiagonalization, selected pairs: the fast
 #: path) or ``torch`` (a batched float32 ``eigh``, the path CUDA takes; tests run it on CPU).
@@ -84,15 +88,15 @@ def resolve_method(method: str, T: int, device: torch.device) -> str:
         raise ValueError(f"unknown eigenvalue method {method!r}; choose one of {METHODS}")
     if method != "auto":
         return method
-    start = MIXED_FROM_T.get(device.type)
-    return "mixed" if start is not None and T >= start else "dense"
+    lo, hi = MIXED_RANGE.get(device.type, (0, -1))
+    return "mixed" if lo <= T <= hi else "dense"
 
 
 def extreme_eigvals(L: Tensor, n_low: int, n_high: int, method: str = "auto") -> Extremes:
     """The ``n_low`` smallest and ``n_high`` largest eigenvalues of each symmetric ``L``.
 
     Args:
-        L: ``(G, T, T)`` symmetric float64 matrices.
+        L: ``(G, T, T)`` float64; only the lower triangle is read (as LAPACK reads it).
         n_low, n_high: how many at each end (0 for none; clipped to ``T``).
         method: ``dense`` (float64 ``eigvalsh``), ``mixed`` (see the module docstring) or
             ``auto`` (:func:`resolve_method`).
@@ -196,6 +200,13 @@ def _runs(idx: list[int]) -> list[list[int]]:
     return runs
 
 
+def _symmetric_matmul(L: Tensor, Q: Tensor) -> Tensor:
+    """``S @ Q`` for the symmetric ``S`` whose lower triangle is ``L``'s (what LAPACK reads;
+    the capture builds only that triangle)."""
+    low = L.tril()
+    return low @ Q + low.mT @ Q - low.diagonal(dim1=-2, dim2=-1).unsqueeze(-1) * Q
+
+
 def _refine(
     L: Tensor, V: Tensor, mu: Tensor, mu_out: Tensor, n: int, side: str
 ) -> tuple[Tensor, Tensor]:
@@ -219,7 +230,7 @@ def _refine(
     """
     m = V.shape[-1]
     Q = torch.linalg.qr(V.to(torch.float64)).Q  # (G, T, m)
-    LQ = L @ Q
+    LQ = _symmetric_matmul(L, Q)
     H = Q.mT @ LQ
     theta, Y = torch.linalg.eigh((H + H.mT) / 2)  # (G, m), (G, m, m)
     R = LQ @ Y - (Q @ Y) * theta.unsqueeze(-2)

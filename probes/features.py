@@ -75,8 +75,9 @@ class LayerGraph:
 
     @_cached
     def L(self) -> Tensor:
-        """``(G, T, T)`` the symmetric matrix with the configured Laplacian's spectrum."""
-        return sp.symmetric_laplacian(self.W, self.cfg.laplacian)
+        """``(G, T, T)`` the lower triangle (zero above) of the symmetric matrix with the
+        configured Laplacian's spectrum: all that the symmetric eigensolvers read."""
+        return sp.causal_laplacian_lower(self.attn, self.cfg.laplacian)
 
     @_cached
     def eigh(self) -> tuple[Tensor, Tensor]:
@@ -122,19 +123,21 @@ class LayerGraph:
         """``(G, <= 2)`` the two smallest eigenvalues of ``L_sym`` (the Fiedler value's)."""
         if self.cfg.laplacian in ("sym", "rw"):
             return self.low[..., :2]
+        L = sp.causal_laplacian_lower(self.attn, "sym")
         if self._full or self._vectors:
-            return sp.clamp_spectrum(torch.linalg.eigvalsh(sp.normalized_laplacian(self.W)))[
-                ..., :2
-            ]
-        return self._solve_ends(sp.normalized_laplacian(self.W), 2, 0)[0]
+            return sp.clamp_spectrum(torch.linalg.eigvalsh(L))[..., :2]
+        return self._solve_ends(L, 2, 0)[0]
 
     @_cached
     def moments(self) -> tuple[Tensor, Tensor]:
         """``(G,)`` mean and standard deviation of the eigenvalues, from traces:
         ``tr(L) / T`` and ``sqrt(||L||_F^2 / T - mean^2)`` (``L`` symmetric), O(T^2)."""
         T = self.L.shape[-1]
-        mean = self.L.diagonal(dim1=-2, dim2=-1).sum(dim=-1) / T
-        var = self.L.square().sum(dim=(-2, -1)) / T - mean.square()
+        diag = self.L.diagonal(dim1=-2, dim2=-1)
+        mean = diag.sum(dim=-1) / T
+        # L holds the lower triangle only: each off-diagonal entry stands for two.
+        fro2 = 2 * self.L.square().sum(dim=(-2, -1)) - diag.square().sum(dim=-1)
+        var = fro2 / T - mean.square()
         return mean, var.clamp_min(0).sqrt()
 
     @_cached

@@ -136,6 +136,44 @@ def symmetric_laplacian(W: Tensor, kind: LaplacianKind) -> Tensor:
     raise ValueError(f"unknown Laplacian kind {kind!r}; choose one of {LAPLACIAN_KINDS}")
 
 
+def causal_laplacian_lower(A: Tensor, kind: LaplacianKind) -> Tensor:
+    """The lower triangle of :func:`symmetric_laplacian` of ``W = (A + A^T) / 2`` for a
+    causal ``A``, built without forming ``W``; zero above the diagonal.
+
+    Symmetric eigensolvers (LAPACK, ``torch.linalg.eigvalsh`` with its default
+    ``UPLO="L"``) read only that triangle. ``A`` is lower-triangular, so below the diagonal
+    ``W_ij = A_ij / 2`` and the transposed half is never needed: this saves the strided
+    transpose of ``symmetrize``, which cost as much as the rest of building ``L`` on
+    1,024-token graphs. ``(..., T, T) -> (..., T, T)``, a new tensor.
+
+    Raises:
+        ValueError: ``A`` has a non-zero entry above the diagonal (not causal).
+
+    Example:
+        >>> A = torch.tensor([[1.0, 0.0], [0.5, 0.5]], dtype=torch.float64)
+        >>> causal_laplacian_lower(A, "combinatorial")
+        tensor([[ 0.2500,  0.0000],
+                [-0.2500,  0.2500]], dtype=torch.float64)
+    """
+    if bool(A.triu(1).any()):
+        raise ValueError("attention has entries above the diagonal: not a causal graph")
+    d = (A.sum(dim=-1) + A.sum(dim=-2)) / 2  # degrees of W
+    self_loops = A.diagonal(dim1=-2, dim2=-1)  # W_ii = A_ii
+    if kind == "combinatorial":
+        L = A * -0.5
+        L.diagonal(dim1=-2, dim2=-1).copy_(d - self_loops)
+        return L
+    if kind not in ("sym", "rw"):
+        raise ValueError(f"unknown Laplacian kind {kind!r}; choose one of {LAPLACIAN_KINDS}")
+    safe = torch.where(d > 0, d, torch.ones_like(d))
+    s = torch.where(d > 0, safe.rsqrt(), torch.zeros_like(d))  # isolated node: 0 (Chung)
+    L = A * (s.unsqueeze(-1) * -0.5)
+    L.mul_(s.unsqueeze(-2))
+    diag = torch.where(d > 0, 1 - self_loops * s.square(), torch.zeros_like(d))
+    L.diagonal(dim1=-2, dim2=-1).copy_(diag)
+    return L
+
+
 def clamp_spectrum(vals: Tensor) -> Tensor:
     """Clamp rounding-level negatives to 0; raise on a real negative eigenvalue.
 

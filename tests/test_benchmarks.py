@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -84,3 +86,22 @@ def test_bench_confounds_compares_both_paths_on_the_same_text(tmp_path):
     assert full["tokens"] == blocks["tokens"] == 64
     assert abs(full["logprob"] - blocks["logprob"]) < 1e-5  # the same confound either way
     assert full["extraction_rss_ratio_to_full"] == 1.0
+
+
+@pytest.mark.integration
+def test_bench_eigen_times_both_solvers_on_the_same_graphs(tmp_path):
+    out = tmp_path / "eigen.json"
+    cmd = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "bench_eigen.py"),
+        *("--tokens", "256", "300", "--repeats", "1", "--json", str(out)),
+    ]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert [r["tokens"] for r in report["rows"]] == [256, 300]
+    for r in report["rows"]:
+        assert r["device"] == "cpu" and r["graphs"] == 36  # 4 layers x 9 heads
+        assert r["speedup"] == r["dense_ms"] / r["mixed_ms"]
+        assert r["max_abs_error"] <= 1e-6  # the stated bound, on real graphs
+    assert report["exponents"]["dense"] is not None

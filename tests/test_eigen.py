@@ -78,11 +78,17 @@ def test_vectors_that_cannot_be_certified_fall_back(monkeypatch):
     np.testing.assert_allclose(got.high.numpy(), np.tile(lam[-4:], (3, 1)), atol=1e-12)
 
 
-def test_auto_is_dense_on_small_graphs_and_mixed_on_large():
+def test_auto_takes_mixed_only_where_it_was_measured_faster():
     cpu = torch.device("cpu")
-    assert eigen.resolve_method("auto", 64, cpu) == "dense"
-    assert eigen.resolve_method("auto", 512, cpu) == "mixed"
-    assert eigen.resolve_method("auto", 512, torch.device("cuda")) == "dense"  # not measured
+    lo, hi = eigen.MIXED_RANGE["cpu"]
+    assert [eigen.resolve_method("auto", T, cpu) for T in (lo - 1, lo, hi, hi + 1)] == [
+        "dense",
+        "mixed",
+        "mixed",
+        "dense",
+    ]
+    assert eigen.resolve_method("auto", 1024, torch.device("cuda")) == "dense"  # not measured
+    assert eigen.resolve_method("mixed", 64, cpu) == "mixed"
     with pytest.raises(ValueError, match="unknown eigenvalue method 'lanczos'"):
         eigen.resolve_method("lanczos", 64, cpu)
 
@@ -177,3 +183,13 @@ def _check_texts(lm, texts: list[list[int]], counts: dict) -> float:
                     want = np.concatenate([np.ravel([r[f.name] for r in refs]) for f in fams])
                     worst = max(worst, float(np.abs(got - want).max()))
     return worst
+
+
+def test_non_causal_attention_is_refused_not_misread():
+    """The Laplacian is built from the lower triangle only, which is all of a causal graph;
+    attention with weight above the diagonal would be silently misread, so it is refused."""
+    from probes.spectral import causal_laplacian_lower
+
+    A = torch.full((1, 4, 4), 0.25, dtype=torch.float64)  # bidirectional
+    with pytest.raises(ValueError, match="above the diagonal: not a causal graph"):
+        causal_laplacian_lower(A, "sym")
