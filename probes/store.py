@@ -339,7 +339,9 @@ class FeatureStore:
     def add_solver_counts(self, counts: dict[str, int], accuracy: float) -> dict[str, Any]:
         """Add one extraction run's eigensolver counts (``graphs``, ``refined``,
         ``fallbacks``) to the manifest's ``solver`` entry, with the stated accuracy of the
-        spectral features; returns the totals. Rank 0 only, under the store's lock."""
+        spectral features; returns the totals. Rank 0 only, under the store's lock, once a
+        run has finished: the graphs of a run killed before its end are not counted, though
+        the shards it wrote stay."""
         before = self.manifest.get("solver") or {}
         totals = {k: int(before.get(k, 0)) + int(counts.get(k, 0)) for k in SOLVER_COUNTS}
         self.manifest["solver"] = {**totals, "accuracy": accuracy}

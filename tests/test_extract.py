@@ -82,6 +82,7 @@ def test_resume_after_sigkill_loses_and_duplicates_nothing(tmp_path, records_fil
     rerun = run_cli(["extract", "--config", cfg, "--store", str(store)], timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     assert f"{len(partial)} already present, {80 - len(partial)} extracted now" in rerun.stdout
+    assert "spectra: " in rerun.stdout and "solved densely after failing" in rerun.stdout
     assert_same_store(FeatureStore.open(store), reference_store, n=80)
 
 
@@ -166,3 +167,37 @@ def test_store_comparison_catches_a_misplaced_row_and_a_moved_value(reference_st
         fake = SimpleNamespace(read=lambda v=values: replace(data, values=v))
         with pytest.raises(AssertionError, match=message):
             assert_same_store(fake, reference_store)
+
+
+def test_manifest_and_summary_count_the_solved_graphs(tmp_path, records_file, reference_store):
+    """Every graph of the reference run is counted in the manifest with the stated bound;
+    a rerun that solves nothing adds nothing."""
+    data = reference_store.read()
+    graphs = 4 * 4 * int((~data.skipped).sum())  # tiny-llama: 4 layers x 4 heads per text
+    solver = FeatureStore.open(reference_store.path).manifest["solver"]
+    assert solver == {"graphs": graphs, "refined": 0, "fallbacks": 0, "accuracy": 1e-6}
+    cfg = config_file(tmp_path, records_file)
+    out = run_cli(["extract", "--config", cfg, "--store", str(reference_store.path)])
+    assert out.returncode == 0, out.stderr
+    assert FeatureStore.open(reference_store.path).manifest["solver"] == solver
+
+
+def test_uncertified_spectra_are_solved_densely_and_counted(tiny_llama, monkeypatch):
+    """With the mixed solver forced and its float32 vectors spoiled, every graph falls back
+    to the dense solver: the features equal the dense ones and the count says so."""
+    from probes import eigen
+    from probes.capture import SpectralCapture
+
+    real = eigen._float32_pairs
+
+    def spoiled(L, idx):
+        mu, V, ok = real(L, idx)
+        return mu, V + 1e-3 * torch.randn(V.shape, generator=torch.Generator().manual_seed(0)), ok
+
+    texts = ["Problem: 2 + 3 = ?\nSolution: 2 + 3 = 5. The answer is 5.\n" * 3]
+    dense = SpectralCapture(tiny_llama, CaptureConfig(eig_method="dense")).extract(texts)
+    monkeypatch.setattr(eigen, "_float32_pairs", spoiled)
+    cap = SpectralCapture(tiny_llama, CaptureConfig(eig_method="mixed"))
+    mixed = cap.extract(texts)
+    assert cap.solver_counts == {"graphs": 4, "refined": 0, "fallbacks": 4}  # 4 layers, mean
+    torch.testing.assert_close(mixed.values, dense.values, rtol=0, atol=1e-12, equal_nan=True)
