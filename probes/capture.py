@@ -40,7 +40,7 @@ from .features import (
 )
 from .models import EAGER_FIX, AttentionUnavailableError, FrozenLM, find_final_norm
 from .spectral import NegativeEigenvalueError
-from .threads import torch_threads
+from .threads import lapack_threads, torch_threads
 from .tokens import TextTooLongError, Tokenized, tokenize_records, tokenize_texts
 
 
@@ -393,9 +393,11 @@ class SpectralCapture:
                 initializer=_set_threads,
                 initargs=(self.eig_threads,),
             )
-        futures = [self._pool.submit(fn) for _, _, fn in tasks]
-        for (row, cols, _), future in zip(tasks, futures, strict=True):
-            out[row, cols] = future.result()  # re-raises the first error, in task order
+        # Held here, on the thread that may set OpenBLAS's limit (probes.threads).
+        with lapack_threads(1):
+            futures = [self._pool.submit(fn) for _, _, fn in tasks]
+            for (row, cols, _), future in zip(tasks, futures, strict=True):
+                out[row, cols] = future.result()  # re-raises the first error, in task order
         self._count(jobs)
 
     def _count(self, jobs: list[_LayerJob]) -> None:

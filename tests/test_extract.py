@@ -182,6 +182,38 @@ def test_manifest_and_summary_count_the_solved_graphs(tmp_path, records_file, re
     assert FeatureStore.open(reference_store.path).manifest["solver"] == solver
 
 
+def test_solver_workers_run_lapack_on_one_thread(tiny_llama, monkeypatch):
+    """Every LAPACK call of the mixed solver, in every solver worker, runs on one OpenBLAS
+    thread. threadpoolctl lets only one thread change OpenBLAS's setting, so the workers'
+    own limits are ignored once another thread has set one (here the main thread, as in any
+    process that solved a spectrum there before): the capture must hold it itself."""
+    import scipy.linalg  # noqa: F401  (SciPy's OpenBLAS, the one the solver calls)
+    from threadpoolctl import threadpool_info
+
+    from probes import eigen
+    from probes.capture import SpectralCapture
+    from probes.threads import lapack_threads
+
+    def blas_threads() -> frozenset[int]:
+        return frozenset(d["num_threads"] for d in threadpool_info() if d["user_api"] == "blas")
+
+    with lapack_threads(1):  # this thread now controls OpenBLAS's limit
+        pass
+    before = blas_threads()
+    real, seen = eigen._lapack_pairs, []
+
+    def watched(L, idx):
+        seen.append(blas_threads())
+        return real(L, idx)
+
+    monkeypatch.setattr(eigen, "_lapack_pairs", watched)
+    texts = ["Problem: 2 + 3 = ?\nSolution: 2 + 3 = 5. The answer is 5.\n" * 3] * 2
+    cfg = CaptureConfig(eig_method="mixed", heads="each")
+    SpectralCapture(tiny_llama, cfg, eig_workers=2).extract(texts)
+    assert seen and set(seen) == {frozenset({1})}
+    assert blas_threads() == before
+
+
 def test_uncertified_spectra_are_solved_densely_and_counted(tiny_llama, monkeypatch):
     """With the mixed solver forced and its float32 vectors spoiled, every graph falls back
     to the dense solver: the features equal the dense ones and the count says so."""
