@@ -89,6 +89,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", dest="batch_size", type=int, default=4)
     parser.add_argument("--json", help="write the metrics here")
+    parser.add_argument(
+        "--device",
+        default="auto",
+        help="with --data: where the frozen model runs (auto, cpu, cuda or cuda:N)",
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=["float32", "bfloat16", "float16"],
+        help="with --data: the model's weight precision (default: the bundle's)",
+    )
     args = parser.parse_args(argv)
 
     def run() -> int:
@@ -96,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
             from probes.atomic import refuse_overwrite
 
             refuse_overwrite(args.json, *(p for p in (args.data, args.store) if p), option="--json")
-        scorers = [Scorer.load(p) for p in args.bundles]
+        scorers = [Scorer.load(p, device=args.device, dtype=args.dtype) for p in args.bundles]
         names = [s.meta["name"] for s in scorers]
         if len(set(names)) != len(names):
             raise BundleError(f"--bundles: two bundles share a name ({names}); compare them apart")

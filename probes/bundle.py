@@ -75,6 +75,12 @@ class Scorer:
     meta: dict[str, Any]
     tensors: dict[str, torch.Tensor]
     path: Path | None = None
+    #: Where the frozen model runs when texts are scored (``model.device``: ``auto``,
+    #: ``cpu``, ``cuda``, ``cuda:N``).
+    device: str = "auto"
+    #: Its weights' precision (``float32``, ``bfloat16``, ``float16``); ``None``: the one
+    #: the scorer was fitted with (``meta["model"]["dtype"]``).
+    dtype: str | None = None
     _capture: Any = field(default=None, repr=False)
 
     @property
@@ -141,7 +147,8 @@ class Scorer:
                 ModelConfig(
                     name_or_path=m["name_or_path"],
                     revision=m["revision"],
-                    dtype=m["dtype"],
+                    dtype=self.dtype or m["dtype"],
+                    device=self.device,
                     add_special_tokens=tok["add_special_tokens"],
                     text_format=tok["text_format"],
                 )
@@ -212,10 +219,29 @@ class Scorer:
         return path
 
     @classmethod
-    def load(cls, path: str | Path, model_identity: dict | None = None) -> Scorer:
+    def load(
+        cls,
+        path: str | Path,
+        model_identity: dict | None = None,
+        *,
+        device: str = "auto",
+        dtype: str | None = None,
+    ) -> Scorer:
         """Read, verify and validate a bundle. ``model_identity`` (a ``FrozenLM.identity``),
         when given, must match the bundle's model. Only ``scorer.json`` and
-        ``weights.safetensors`` are read; anything else in the folder is ignored."""
+        ``weights.safetensors`` are read; anything else in the folder is ignored.
+
+        ``device`` and ``dtype`` say where and in what precision the frozen model runs when
+        texts are scored (:attr:`device`, :attr:`dtype`); they are checked now, before any
+        model loads, so that a missing GPU is named at once."""
+        from .config import ModelConfig
+        from .devices import resolve_device
+
+        try:
+            ModelConfig(device=device, dtype=dtype or "float32")
+        except ConfigError as err:
+            raise ConfigError(f"Scorer.load: {err}") from None
+        resolve_device(device)
         path = Path(path)
         meta_path, weights_path = path / "scorer.json", path / "weights.safetensors"
         if not meta_path.is_file() or not weights_path.is_file():
@@ -237,7 +263,7 @@ class Scorer:
         validate(meta, tensors, where=str(path))
         if model_identity is not None:
             check_model(meta, model_identity)
-        return cls(meta, tensors, path)
+        return cls(meta, tensors, path, device=device, dtype=dtype)
 
 
 def _sha256(data: bytes) -> str:

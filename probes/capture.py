@@ -37,6 +37,7 @@ from .features import (
     graph_features,
     reduce_heads,
     resolve_families,
+    stacked_graph_features,
 )
 from .models import EAGER_FIX, AttentionUnavailableError, FrozenLM, find_final_norm
 from .spectral import NegativeEigenvalueError
@@ -144,10 +145,15 @@ class SpectralCapture:
             against a busy core and a 452x452 ``eigvalsh`` went from 0.017 s to 5.2 s with two
             threads; idle, two threads gain nothing at these sizes (0.0152 s vs 0.0149 s).
         eig_workers: eigensolves run at once after the forward pass (default: torch's thread
-            count, one per core). Separate single-threaded solves on separate graphs use the
-            cores without OpenMP threads spinning against each other.
+            count, one per core, on the CPU; one on a GPU, where the graphs of a batch are
+            solved together on the device). Separate single-threaded solves on separate
+            graphs use the cores without OpenMP threads spinning against each other.
         pending_mb: solve early, inside the forward pass, once the graphs waiting for their
             eigensolves exceed this many MiB (bounds memory for long texts and big batches).
+        batched: solve the graphs of one size (a text's layers and heads; texts of equal
+            length) together, in one batched call on the thread that runs the model, where
+            they were made. Default: on a GPU, where the graphs then never leave it and one
+            call replaces one per text and layer; ``True`` runs that path on the CPU.
 
     Example:
         >>> from probes.models import load_frozen
@@ -164,15 +170,22 @@ class SpectralCapture:
         eig_threads: int | None = 1,
         eig_workers: int | None = None,
         pending_mb: float = 256,
+        batched: bool | None = None,
     ):
         self.lm = lm
         self.cfg = cfg
         self.eig_threads = eig_threads
-        self.eig_workers = max(1, eig_workers or torch.get_num_threads())
+        on_gpu = lm.device.type != "cpu"
+        self.batched = on_gpu if batched is None else batched
+        self.eig_workers = max(1, eig_workers or (1 if on_gpu else torch.get_num_threads()))
+        # Non-finite attention, one (H,) flag tensor per text and layer, read once per batch
+        # (or early solve): a read inside the hooks would stall a GPU once per text and layer.
+        self._finite_checks: list[tuple[str, int, Tensor]] = []
         self.pending_bytes = pending_mb * 2**20
         # Confound logits block by block from the LM head's input, once the first batch has
         # shown that the head alone gives the model's logits (see _head_rows).
         self._head_blocks, self._head_checked = True, False
+        self._head32: tuple[Tensor, Tensor, Tensor | None] | None = None
         self._pool: ThreadPoolExecutor | None = None
         #: Graphs solved so far; ``refined``: extreme eigenvalues certified by the mixed-
         #: precision refinement; ``fallbacks``: not certified, solved again densely.
@@ -299,6 +312,7 @@ class SpectralCapture:
         out = torch.empty((len(batch), width + len(CONFOUND_NAMES)), dtype=torch.float64)
         pending: list[_LayerJob] = []
         diagonals: dict[tuple[int, int], tuple[Tensor, Tensor]] = {}
+        self._finite_checks.clear()
         head = self.lm.model.get_output_embeddings() if self._head_blocks else None
         seen: dict[str, Tensor] = {}
         with (
@@ -309,6 +323,7 @@ class SpectralCapture:
             logits = self.lm.model(
                 input_ids=input_ids.to(device), attention_mask=mask.to(device), use_cache=False
             ).logits  # (B, T, V); (B, 1, V) when the head saw the last position only
+        self._raise_if_nonfinite()
         rows = self._head_rows(head, seen, logits)
         if rows is None and head is not None:  # the check failed: this batch again, in full
             return self._forward(batch)
@@ -339,31 +354,48 @@ class SpectralCapture:
                 self._head_blocks = False
             return None
         hidden = seen["h"]  # (B, T, D)
+        head32 = self._float32_head(head)
 
         def rows(b: int, positions: slice) -> Tensor:
             with torch.inference_mode():  # confound tasks may run in worker threads
-                return head(hidden[b, positions])
+                return head32(hidden[b, positions])
 
         if not self._head_checked:
             with torch.inference_mode():
-                mine = head(hidden[:, -1:, :]).float()
+                mine = head32(hidden[:, -1:, :])
             theirs = logits[:, -1:, :].float()
             scale = float(theirs.abs().max()) or 1.0
+            # The model's own logits are rounded to its dtype; ours are float32.
+            tol = max(1e-4, 4 * torch.finfo(logits.dtype).eps)
             if theirs.shape != mine.shape or not torch.allclose(
-                mine, theirs, rtol=1e-4, atol=1e-4 * scale
+                mine.to(theirs.device), theirs, rtol=tol, atol=tol * scale
             ):
                 self._head_blocks = False
                 return None
             self._head_checked = True
         return rows
 
+    def _float32_head(self, head: torch.nn.Module) -> Callable[[Tensor], Tensor]:
+        """The LM head computing float32 logits ``(..., V)`` from its input: a bfloat16 logit
+        keeps 3 significant digits, too few for log-probabilities and entropies. A linear
+        head in another dtype gets a float32 copy of its weight (kept: ``V x D x 4`` bytes,
+        2.1 GB for a 128k-token vocabulary at D = 4096)."""
+        weight = getattr(head, "weight", None)
+        if not isinstance(head, torch.nn.Linear) or weight.dtype == torch.float32:
+            return lambda x: head(x).float()
+        if self._head32 is None or self._head32[0] is not weight:
+            bias = None if head.bias is None else head.bias.float()
+            self._head32 = (weight, weight.float(), bias)
+        _, w32, b32 = self._head32
+        return lambda x: torch.nn.functional.linear(x.to(w32.device, torch.float32), w32, b32)
+
     def _diagonal_features(self, batch, diagonals: dict, out: Tensor) -> None:
         """Fill the diagonal families' columns from every layer's per-head diagonals."""
         last = self.lm.n_layers - 1
         for b in range(len(batch)):
             for slot, layer in enumerate(self.layers):
-                diag, colsum = diagonals[b, layer]
-                nxt = diagonals[b, layer + 1][0] if (b, layer + 1) in diagonals else None
+                diag, colsum = (x.cpu() for x in diagonals[b, layer])
+                nxt = diagonals[b, layer + 1][0].cpu() if (b, layer + 1) in diagonals else None
                 stats = HeadDiagonals(diag, colsum, nxt, layer == 0, layer == last, self.cfg)
                 start = slot * self._per_layer + self._graph_width
                 out[b, start : (slot + 1) * self._per_layer] = diagonal_features(
@@ -377,14 +409,21 @@ class SpectralCapture:
         writes ``out``: under Lightning's predict loop it is an inference tensor, which other
         threads (outside inference mode) may not modify.
         """
+        self._raise_if_nonfinite()
         jobs = list(pending)
-        tasks = tasks + [(job.row, job.cols, partial(self._solve, job)) for job in jobs]
         pending.clear()
+        # On a GPU the graphs never leave it: those of one size (a text's layers, heads)
+        # are solved in one batched call, here, and read back once.
+        stacked = [job for job in jobs if self.batched and job.hidden is None]
+        for bucket in _by_shape(stacked):
+            self._solve_stacked(bucket, out)
+        rest = [job for job in jobs if not (self.batched and job.hidden is None)]
+        tasks = tasks + [(job.row, job.cols, partial(self._solve, job)) for job in rest]
         if self.eig_workers == 1:
             with torch_threads(self.eig_threads):
                 for row, cols, fn in tasks:
                     out[row, cols] = fn()
-            self._count(jobs)
+            self._count(rest)
             return
         if self._pool is None:
             self._pool = ThreadPoolExecutor(
@@ -398,7 +437,7 @@ class SpectralCapture:
             futures = [self._pool.submit(fn) for _, _, fn in tasks]
             for (row, cols, _), future in zip(tasks, futures, strict=True):
                 out[row, cols] = future.result()  # re-raises the first error, in task order
-        self._count(jobs)
+        self._count(rest)
 
     def _count(self, jobs: list[_LayerJob]) -> None:
         """Add the solved jobs' graph counts to :attr:`solver_counts` (this thread only)."""
@@ -406,6 +445,39 @@ class SpectralCapture:
             self.solver_counts["graphs"] += job.graphs.shape[0]
             for key in ("refined", "fallbacks"):
                 self.solver_counts[key] += job.counts.get(key, 0)
+
+    def _raise_if_nonfinite(self) -> None:
+        """Raise naming record, layer and head if any attention seen since the last check
+        held NaN or inf: one read per device for all of them."""
+        checks, self._finite_checks = self._finite_checks, []
+        by_device: dict[torch.device, list[int]] = {}
+        for i, (_, _, flags) in enumerate(checks):
+            by_device.setdefault(flags.device, []).append(i)
+        for rows in by_device.values():
+            flags = torch.stack([checks[i][2] for i in rows])  # (n, H)
+            if bool(flags.any()):
+                row, head = (int(x) for x in flags.nonzero()[0])
+                record, layer, _ = checks[rows[row]]
+                raise NonFiniteAttentionError(
+                    f"record {record!r}: attention of layer {layer}, head {head} holds NaN or "
+                    "inf (try dtype float32 if the model runs in float16/bfloat16)"
+                )
+
+    def _solve_stacked(self, jobs: list[_LayerJob], out: Tensor) -> None:
+        """Solve jobs whose graphs share one shape and device in one batched call."""
+        graphs = torch.stack([job.graphs for job in jobs])  # (J, G, n, n)
+        counts: dict[str, int] = {}
+        try:
+            feats = stacked_graph_features(graphs, self.families, self.cfg, counts).cpu()
+        except (NegativeEigenvalueError, ValueError):
+            for job in jobs:  # one by one, so that the error names its record and layer
+                self._solve(job)
+            raise
+        for job, row in zip(jobs, feats, strict=True):
+            out[job.row, job.cols] = row
+        self.solver_counts["graphs"] += graphs.shape[0] * graphs.shape[1]
+        for key in ("refined", "fallbacks"):
+            self.solver_counts[key] += counts.get(key, 0)
 
     def _solve(self, job: _LayerJob) -> Tensor:
         """``(per_layer,)`` features of one pending layer."""
@@ -478,11 +550,13 @@ class SpectralCapture:
             for b, t in enumerate(batch):
                 s, n = t.span_start, len(t.ids)
                 a = attn[b, :, s:n, s:n]  # (H, n - s, n - s)
-                _check_finite(a, t.id, layer)
-                if self._has_diagonal:  # (H, n - s) each, float64
+                # A per-head sum carries any NaN or inf (attention is bounded, so it cannot
+                # overflow) without a (H, T, T) boolean copy; read later, once per batch.
+                self._finite_checks.append((t.id, layer, ~torch.isfinite(a.sum(dim=(-2, -1)))))
+                if self._has_diagonal:  # (H, n - s) each, float64, on the model's device
                     diagonals[b, layer] = (
-                        a.diagonal(dim1=-2, dim2=-1).double().cpu(),
-                        a.sum(dim=-2, dtype=torch.float64).cpu(),
+                        a.diagonal(dim1=-2, dim2=-1).double(),
+                        a.sum(dim=-2, dtype=torch.float64),
                     )
                 if graphs_wanted:
                     graphs = reduce_heads(a, self.cfg)  # (G, n - s, n - s), owned
@@ -492,6 +566,15 @@ class SpectralCapture:
                 self._run([], pending, out)
 
         return hook
+
+
+def _by_shape(jobs: list[_LayerJob]) -> list[list[_LayerJob]]:
+    """Jobs grouped by the shape, dtype and device of their graphs, in order."""
+    groups: dict[tuple, list[_LayerJob]] = {}
+    for job in jobs:
+        key = (tuple(job.graphs.shape), job.graphs.dtype, job.graphs.device)
+        groups.setdefault(key, []).append(job)
+    return list(groups.values())
 
 
 def _set_threads(n: int | None) -> None:
@@ -514,8 +597,10 @@ def _mean_hidden_hook(batch: list[Tokenized], out: Tensor, cols: slice):
 
     def hook(module, args, output):
         hidden = output[0] if isinstance(output, tuple) else output  # (B, T, D)
-        for b, t in enumerate(batch):
-            out[b, cols] = hidden[b, t.span_start : len(t.ids)].double().mean(dim=0).cpu()
+        means = [
+            hidden[b, t.span_start : len(t.ids)].double().mean(dim=0) for b, t in enumerate(batch)
+        ]
+        out[: len(batch), cols] = torch.stack(means).cpu()  # one copy to the host per batch
 
     return hook
 
@@ -531,19 +616,6 @@ def _stash_attention(stash: dict[str, Tensor], layer: int):
         stash["attn"] = weights
 
     return hook
-
-
-def _check_finite(a: Tensor, record: str, layer: int) -> None:
-    """Raise naming record, layer and head when ``a`` ``(H, T, T)`` holds NaN or inf."""
-    # A per-head sum carries any NaN or inf (attention is bounded, so it cannot overflow)
-    # and costs one pass without a (H, T, T) boolean copy.
-    bad = ~torch.isfinite(a.sum(dim=(-2, -1)))  # (H,)
-    if bool(bad.any()):
-        head = int(bad.nonzero()[0])
-        raise NonFiniteAttentionError(
-            f"record {record!r}: attention of layer {layer}, head {head} holds NaN or inf "
-            "(try dtype float32 if the model runs in float16/bfloat16)"
-        )
 
 
 __all__ = [

@@ -65,6 +65,9 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     capture = cfg.capture.to_dict()
     if args.model:
         model["name_or_path"] = args.model
+    for key in ("device", "dtype"):
+        if getattr(args, key):
+            model[key] = getattr(args, key)
     if args.layers:
         capture["layers"] = [int(x) for x in args.layers.split(",")]
     if args.heads:
@@ -93,6 +96,8 @@ BUILD_OPTIONS = (
     "model",
     "max_new_tokens",
     "batch_size",
+    "device",
+    "dtype",
 )
 
 
@@ -176,6 +181,7 @@ def _add_data_parser(sub) -> None:
     b.add_argument("--model", help="generate: the model that solves the problems")
     b.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, help="generate: length")
     b.add_argument("--batch-size", dest="batch_size", type=int, help="generate: batch size")
+    _add_device_options(b, "generate: ")
     b.add_argument(
         "--mapping", help="field=column pairs for your own data, e.g. text=response,label=ok"
     )
@@ -199,10 +205,11 @@ def _cmd_extract(args: argparse.Namespace) -> int:
         ("store",): args.store,
         ("batch_size",): args.batch_size,
         ("shard_size",): args.shard_size,
-        ("trainer", "devices"): args.devices,
+        ("trainer", "devices"): _devices(args.devices),
         ("trainer", "num_nodes"): args.num_nodes,
         ("trainer", "strategy"): args.strategy,
-        ("trainer", "accelerator"): args.accelerator,
+        ("model", "device"): args.device,
+        ("model", "dtype"): args.dtype,
         ("capture", "layers"): [int(x) for x in args.layers.split(",")] if args.layers else None,
         ("capture", "heads"): args.heads,
     }
@@ -219,6 +226,16 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     return 0
 
 
+def _devices(text: str | None) -> int | str | None:
+    """``--devices``: ``auto`` or a number."""
+    if text is None or text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(f"option '--devices': expected a number or auto, got {text!r}") from None
+
+
 def _cmd_score(args: argparse.Namespace) -> int:
     from . import jsonio
     from .atomic import atomic_lines, refuse_overwrite
@@ -227,7 +244,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
     from .errors import DataError
 
     refuse_overwrite(args.output, args.input)
-    scorer = Scorer.load(args.scorer)
+    scorer = Scorer.load(args.scorer, device=args.device, dtype=args.dtype)
     problems: list[str] | None = None if args.strict else []
     records = load_records(
         args.input, _parse_mapping(args.mapping), require_label=False, problems=problems
@@ -301,6 +318,20 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_device_options(parser, what: str = "", default_device: str | None = None) -> None:
+    """``--device`` and ``--dtype``: where and in what precision the frozen model runs."""
+    parser.add_argument(
+        "--device",
+        default=default_device,
+        help=f"{what}where the model runs: auto (a GPU if there is one), cpu, cuda or cuda:N",
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=["float32", "bfloat16", "float16"],
+        help=f"{what}the model's weight precision",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="probes", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -311,6 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--file", help="read the text from this file")
     p.add_argument("--layers", help="comma-separated layer indices (default: all)")
     p.add_argument("--heads", choices=["mean", "each"], help="head aggregation")
+    _add_device_options(p)
     p.set_defaults(func=_cmd_inspect)
     _add_data_parser(sub)
     e = sub.add_parser("extract", help="extract features of a record set into a feature store")
@@ -322,8 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--shard-size", dest="shard_size", type=int, help="records per shard file")
     e.add_argument("--layers", help="comma-separated layer indices (default: all)")
     e.add_argument("--heads", choices=["mean", "each"], help="head aggregation")
-    e.add_argument("--accelerator", help="cpu, gpu or auto")
-    e.add_argument("--devices", type=int, help="processes (devices) per node")
+    _add_device_options(e)
+    e.add_argument("--devices", help="processes (one GPU each under CUDA) per node, or auto")
     e.add_argument("--num-nodes", dest="num_nodes", type=int, help="nodes")
     e.add_argument("--strategy", help="auto, or ddp for several processes")
     e.add_argument(
@@ -349,6 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--mapping", help="field=column pairs for your own data")
     sc.add_argument("--batch-size", dest="batch_size", type=int, default=4)
     sc.add_argument("--strict", action="store_true", help="stop at the first bad record")
+    _add_device_options(sc, default_device="auto")
     sc.set_defaults(func=_cmd_score)
     ex = sub.add_parser("export", help="copy a finished experiment's scorer bundle elsewhere")
     ex.add_argument(

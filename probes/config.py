@@ -159,10 +159,19 @@ class ModelConfig(Options):
     name_or_path: str = "smollm2-135m"
     #: Hub revision (branch, tag or commit) for hub ids; ignored for embedded names.
     revision: str | None = None
-    #: Weights precision: ``float32`` or ``bfloat16``.
+    #: Weights precision: ``float32``, ``bfloat16`` or ``float16``. Attention is upcast to
+    #: the eigensolver's precision before any spectrum, and the confounds are computed from
+    #: float32 logits.
     dtype: str = "float32"
-    #: ``cpu``, ``cuda`` or ``cuda:N``.
-    device: str = "cpu"
+    #: Where the model runs, and with it the capture, scoring, evaluation, generation and the
+    #: Lightning Trainer: ``auto`` (a GPU when torch sees one, else the CPU), ``cpu``,
+    #: ``cuda`` (under DDP each process takes its local rank's GPU) or ``cuda:N``. Asking
+    #: for CUDA where there is none is an error (see probes/devices.py).
+    device: str = "auto"
+    #: ``auto`` (or ``balanced``, ``sequential``): spread a model too big for one GPU over
+    #: all visible GPUs, layer by layer (Accelerate). One process; ``device`` must not be
+    #: ``cpu``. ``null``: the whole model on ``device``.
+    device_map: str | None = None
     #: Add the tokenizer's special tokens (BOS...) to every text: ``null`` (default) does what
     #: the tokenizer does on its own (Llama, Gemma and Mistral add BOS, their attention
     #: sink); the embedded ``smollm2-135m`` is read without (its GGUF vocabulary defines
@@ -178,8 +187,19 @@ class ModelConfig(Options):
     def __post_init__(self) -> None:
         _choice("dtype", self.dtype, ("float32", "bfloat16", "float16"))
         _choice("text_format", self.text_format, TEXT_FORMATS)
-        if not (self.device == "cpu" or self.device.startswith("cuda")):
-            raise ConfigError(f"option 'device': expected cpu, cuda or cuda:N, got {self.device!r}")
+        from .devices import DEVICE_MAPS, DEVICE_RE
+
+        if not isinstance(self.device, str) or not DEVICE_RE.fullmatch(self.device):
+            raise ConfigError(
+                f"option 'device': expected auto, cpu, cuda or cuda:N, got {self.device!r}"
+            )
+        if self.device_map is not None:
+            _choice("device_map", self.device_map, DEVICE_MAPS)
+            if self.device == "cpu":
+                raise ConfigError(
+                    "option 'device_map': spreads the model over GPUs, but device is 'cpu'; "
+                    "set device: cuda (or auto), or device_map: null"
+                )
 
 
 @dataclass(frozen=True)
@@ -211,11 +231,12 @@ class DataConfig(Options):
 
 @dataclass(frozen=True)
 class TrainerConfig(Options):
-    """Lightning ``Trainer`` settings for extraction (Lightning's own names and meanings)."""
+    """Lightning ``Trainer`` settings for extraction (Lightning's own names and meanings).
 
-    #: ``cpu``, ``gpu``/``cuda`` or ``auto``.
-    accelerator: str = "cpu"
-    #: Devices per node (an int, or ``auto``).
+    There is no accelerator here: the Trainer's follows ``model.device``."""
+
+    #: Processes per node: an int, or ``auto`` (every GPU when the model is on CUDA, one
+    #: process on the CPU). More than one needs ``strategy: ddp``.
     devices: int | str = 1
     #: Nodes; with ``strategy: ddp`` each node runs ``devices`` processes.
     num_nodes: int = 1
@@ -223,10 +244,10 @@ class TrainerConfig(Options):
     strategy: str = "auto"
 
     def __post_init__(self) -> None:
-        _choice("accelerator", self.accelerator, ("cpu", "gpu", "cuda", "mps", "auto"))
         if self.devices != "auto":
             _at_least("devices", self.devices, 1)
         _at_least("num_nodes", self.num_nodes, 1)
+        _choice("strategy", self.strategy, ("auto", "ddp"))
 
 
 @dataclass(frozen=True)
@@ -476,6 +497,12 @@ class InspectConfig(Options):
 
 T = TypeVar("T")
 
+#: Options that were replaced, and what to write instead.
+MOVED = {
+    ("TrainerConfig", "accelerator"): "the device is set once, by model.device (auto, cpu, "
+    "cuda or cuda:N); the Trainer's accelerator follows it. Remove trainer.accelerator",
+}
+
 
 def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "") -> T:
     """Build dataclass ``cls`` from a (nested) dict, refusing unknown keys and values of the
@@ -488,6 +515,9 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "") -> T:
     data = dict(data or {})
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
+    for name in unknown:
+        if (cls.__name__, name) in MOVED:
+            raise ConfigError(f"option {prefix + name!r}: {MOVED[cls.__name__, name]}")
     if unknown:
         raise ConfigError(
             f"unknown option(s) {', '.join(prefix + str(u) for u in unknown)}; "

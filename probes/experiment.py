@@ -30,26 +30,38 @@ from .config import ExperimentConfig, ScorerSpec
 from .data.records import write_jsonl
 from .data.sources import load_records
 from .data.splits import SPLITS, check_splits
+from .devices import resolve_device
 from .errors import ConfigError, DataError
 from .extract import extract
 from .featuredata import FeatureDataModule, SplitArrays
 from .fitting import FittedScorer, fit_scorer
 from .metrics import evaluate_scores
+from .store import is_rank_zero
 from .tracking import Tracker
 
 
 def prepare_data(cfg: ExperimentConfig) -> None:
-    """Build ``cfg.data.source`` with ``cfg.build`` if it does not exist yet."""
+    """Build ``cfg.data.source`` with ``cfg.build`` if it does not exist yet: once, however
+    many processes start at the same time (``torchrun``), under a lock beside the file."""
     source = Path(cfg.data.source)
     if source.exists() or cfg.build.builder is None:
         return
+    from filelock import FileLock
+
     from .data import BUILDERS
 
     if cfg.build.builder not in BUILDERS:
         raise ConfigError(
             f"option 'build.builder': unknown {cfg.build.builder!r}; known: {sorted(BUILDERS)}"
         )
-    write_jsonl(BUILDERS[cfg.build.builder](**cfg.build.options), source)
+    source.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(source) + ".lock"):
+        if not source.exists():  # another process may have built it while this one waited
+            options = dict(cfg.build.options)
+            if cfg.build.builder == "generate":  # the model generates where it runs
+                options.setdefault("device", cfg.model.device)
+                options.setdefault("dtype", cfg.model.dtype)
+            write_jsonl(BUILDERS[cfg.build.builder](**options), source)
 
 
 def new_run_dir(root: Path) -> Path:
@@ -163,7 +175,16 @@ def truncation_line(shares: dict) -> str:
 def run_experiment(cfg: ExperimentConfig) -> dict[str, dict[str, float]]:
     """Run ``cfg`` end to end; returns ``{scorer: {metric: value, metric_lo, metric_hi}}``.
 
-    Writes a fresh run folder (see the module docstring) and points ``latest`` at it."""
+    Writes a fresh run folder (see the module docstring) and points ``latest`` at it.
+
+    Under DDP (``trainer.strategy: ddp``) only rank 0 tracks, fits, evaluates and writes;
+    the other processes (started by Lightning for the extraction, or by ``torchrun``) take
+    their share of the extraction and return ``{}``."""
+    resolve_device(cfg.model.device)  # a GPU that is not there is named before any work
+    if not is_rank_zero():
+        prepare_data(cfg)
+        extract(cfg.extract_config(), records=check_records(cfg))
+        return {}
     root = Path(cfg.results_dir) / cfg.name
     out_dir = new_run_dir(root)
     resolved = cfg.to_dict()

@@ -23,7 +23,9 @@ from .data.datamodule import TextDataModule, TextItem
 from .data.records import Record
 from .data.sources import load_records
 from .data.splits import check_splits
+from .devices import process_device, processes_per_node, trainer_placement
 from .eigen import ACCURACY
+from .errors import ConfigError
 from .models import load_frozen
 from .store import (
     SOLVER_COUNTS,
@@ -37,12 +39,16 @@ from .store import (
 
 
 class ExtractionModule(L.LightningModule):
-    """Wraps a :class:`SpectralCapture`; ``predict_step`` returns one feature row per item."""
+    """Wraps a :class:`SpectralCapture`; ``predict_step`` returns one feature row per item.
+
+    The frozen model is deliberately not a submodule: :func:`probes.models.load_frozen` put
+    it on this process's device (or spread it over the GPUs with a ``device_map``), and
+    Lightning's own move would undo a device map and is the second device setting that once
+    ran a ``model.device: cuda`` model on the CPU."""
 
     def __init__(self, capture: SpectralCapture):
         super().__init__()
         self.capture = capture
-        self.model = capture.lm.model  # a submodule, so that Lightning moves it to the device
 
     def predict_step(self, batch: list[TextItem], batch_idx: int) -> torch.Tensor:
         return self.capture.features_of([item.tokens for item in batch])  # (B, F)
@@ -215,7 +221,16 @@ def extract(
     if cfg.capture.span == "solution":
         for r in records:
             r.span_start("solution")  # a text without a solution span is named now
-    lm = load_frozen(cfg.model)
+    processes = processes_per_node(cfg.model.device, cfg.trainer.devices)
+    if cfg.model.device_map and (processes > 1 or cfg.trainer.num_nodes > 1):
+        raise ConfigError(
+            "option 'model.device_map' spreads one model over the GPUs of one process; with "
+            f"{processes} processes per node and {cfg.trainer.num_nodes} node(s) each process "
+            "holds its own copy: set trainer.devices: 1 and trainer.num_nodes: 1, or "
+            "model.device_map: null"
+        )
+    device = process_device(cfg.model.device, processes)
+    lm = load_frozen(cfg.model, device=str(device))
     capture = SpectralCapture(lm, cfg.capture)
     dataset = dataset_fingerprint(records, cfg.data.fractions, cfg.data.seed)
     manifest = {
@@ -225,8 +240,11 @@ def extract(
         "feature_names": capture.names,
     }
     path = Path(cfg.store) if cfg.store else default_store_path(cfg, manifest)
+    placement = trainer_placement(device, processes)
     with store_lock(path):
-        return _extract_locked(cfg, records, capture, manifest, path, repair, start, trainer_kwargs)
+        return _extract_locked(
+            cfg, records, capture, manifest, path, repair, start, {**placement, **trainer_kwargs}
+        )
 
 
 def _extract_locked(cfg, records, capture, manifest, path, repair, start, trainer_kwargs):
@@ -250,8 +268,6 @@ def _extract_locked(cfg, records, capture, manifest, path, repair, start, traine
     )
     writer = StoreWriter(store, cfg.shard_size)
     kwargs = {
-        "accelerator": cfg.trainer.accelerator,
-        "devices": cfg.trainer.devices,
         "num_nodes": cfg.trainer.num_nodes,
         "strategy": cfg.trainer.strategy,
         "logger": False,

@@ -60,6 +60,7 @@ class LayerGraph:
         self, attn: Tensor, hidden: Tensor | None, cfg: CaptureConfig, families: Sequence[Family]
     ):
         self.cfg = cfg
+        self.families = list(families)
         self.dtype = getattr(torch, cfg.eig_dtype)
         self.attn = attn.to(self.dtype)  # (G, T, T)
         self.hidden = hidden  # (T, D)
@@ -405,10 +406,37 @@ def graph_features(
     Returns:
         ``(n_features_per_layer,)`` values in the eigensolver's dtype.
     """
-    families = [f for f in families if not f.diagonal]
-    graph = LayerGraph(graphs, hidden, cfg, families)
-    # (G, width) per family -> family-major, then head, then k.
-    features = torch.cat([fam.compute(graph).reshape(-1) for fam in families])
+    return _features(LayerGraph(graphs, hidden, cfg, _graph_families(families)), 1, counts)[0]
+
+
+def stacked_graph_features(
+    graphs: Tensor,
+    families: Sequence[Family],
+    cfg: CaptureConfig,
+    counts: dict[str, int] | None = None,
+) -> Tensor:
+    """:func:`graph_features` of ``J`` layers (or texts) of the same size at once: one
+    batched solve of all ``J * G`` graphs (how the capture solves on a GPU). Families that
+    read hidden states are not stacked.
+
+    Args:
+        graphs: ``(J, G, T, T)`` in the solver's dtype.
+
+    Returns:
+        ``(J, n_features_per_layer)``, row ``j`` equal to ``graph_features(graphs[j])``.
+    """
+    J = graphs.shape[0]
+    graph = LayerGraph(graphs.flatten(0, 1), None, cfg, _graph_families(families))
+    return _features(graph, J, counts)
+
+
+def _graph_families(families: Sequence[Family]) -> list[Family]:
+    return [f for f in families if not f.diagonal]
+
+
+def _features(graph: LayerGraph, J: int, counts: dict[str, int] | None) -> Tensor:
+    # (J * G, width) per family -> per row j: family-major, then head, then k.
+    features = torch.cat([fam.compute(graph).reshape(J, -1) for fam in graph.families], dim=1)
     if counts is not None:
         counts["refined"] = counts.get("refined", 0) + graph.refined
         counts["fallbacks"] = counts.get("fallbacks", 0) + graph.fallbacks

@@ -20,7 +20,8 @@ import torch
 from torch import nn
 
 from .config import ModelConfig
-from .errors import ProbesError
+from .devices import resolve_device
+from .errors import ConfigError, ProbesError
 
 EAGER_FIX = (
     "load the model with attn_implementation='eager' "
@@ -179,6 +180,10 @@ def load_frozen(cfg: ModelConfig | str | None = None, **overrides: Any) -> Froze
         cfg: a :class:`ModelConfig`, or just its ``name_or_path``.
         **overrides: fields of :class:`ModelConfig` (``revision``, ``dtype``, ``device``).
 
+    The model goes to ``cfg.device`` (``auto``: a GPU when there is one; CUDA where there is
+    none raises :class:`~probes.devices.DeviceError`), or is spread over the GPUs by
+    ``cfg.device_map``.
+
     Example:
         >>> lm = load_frozen("tiny-llama")
         >>> lm.n_layers, lm.identity["name_or_path"]
@@ -189,18 +194,28 @@ def load_frozen(cfg: ModelConfig | str | None = None, **overrides: Any) -> Froze
     elif overrides:
         cfg = ModelConfig(**{**cfg.to_dict(), **overrides})
     dtype = getattr(torch, cfg.dtype)
+    device = resolve_device(cfg.device)  # before any weights load: a missing GPU is named now
     from . import tiny
 
     special = cfg.add_special_tokens
+    placement = {"device_map": cfg.device_map} if cfg.device_map else {}
     if cfg.name_or_path in tiny.TINY_MODELS:
         lm = tiny.build_tiny(cfg.name_or_path)
+        placement = {}
     elif cfg.name_or_path in EMBEDDED_GGUF:
-        lm = _load_embedded_gguf(cfg.name_or_path, dtype)
+        lm = _load_embedded_gguf(cfg.name_or_path, dtype, placement)
         if special is None:
             special = EMBEDDED_GGUF[cfg.name_or_path].add_special_tokens
     else:
-        lm = _load_pretrained(cfg, dtype)
-    lm.model.to(device=cfg.device, dtype=dtype)
+        lm = _load_pretrained(cfg, dtype, placement)
+    if not placement:  # under a device_map, Accelerate placed every layer already
+        lm.model.to(device=device, dtype=dtype)
+    got = lm.model.get_input_embeddings().weight.dtype
+    if got != dtype:  # e.g. a transformers that ignores dtype= (before 4.56)
+        raise ConfigError(
+            f"option 'model.dtype': asked for {cfg.dtype}, the model loaded in "
+            f"{str(got).removeprefix('torch.')}; upgrade transformers (>= 4.56)"
+        )
     lm.identity["dtype"] = cfg.dtype
     lm.identity["tokenization"] = resolve_tokenization(
         lm.tokenizer, True if special is None else special, cfg.text_format
@@ -228,11 +243,15 @@ def resolve_tokenization(tokenizer, add_special_tokens: bool, text_format: str) 
     }
 
 
-def _load_pretrained(cfg: ModelConfig, dtype: torch.dtype) -> FrozenLM:
+def _load_pretrained(cfg: ModelConfig, dtype: torch.dtype, placement: dict) -> FrozenLM:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model = AutoModelForCausalLM.from_pretrained(
-        cfg.name_or_path, revision=cfg.revision, dtype=dtype, attn_implementation="eager"
+        cfg.name_or_path,
+        revision=cfg.revision,
+        dtype=dtype,
+        attn_implementation="eager",
+        **placement,
     )
     tokenizer = AutoTokenizer.from_pretrained(cfg.name_or_path, revision=cfg.revision)
     local = Path(cfg.name_or_path)
@@ -265,7 +284,7 @@ def embedded_gguf_path(name: str) -> Path:
     return path
 
 
-def _load_embedded_gguf(name: str, dtype: torch.dtype) -> FrozenLM:
+def _load_embedded_gguf(name: str, dtype: torch.dtype, placement: dict) -> FrozenLM:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf = embedded_gguf_path(name)
@@ -275,7 +294,9 @@ def _load_embedded_gguf(name: str, dtype: torch.dtype) -> FrozenLM:
     if not (folder / "model.safetensors").is_file():
         _convert_gguf(gguf, folder)
         source = "converted"
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, attn_implementation="eager")
+    model = AutoModelForCausalLM.from_pretrained(
+        folder, dtype=dtype, attn_implementation="eager", **placement
+    )
     tokenizer = AutoTokenizer.from_pretrained(folder)
     identity = {"name_or_path": name, "revision": None, "weights_hash": f"sha256:{digest}"}
     return FrozenLM(model, tokenizer, identity, source=source)

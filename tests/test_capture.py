@@ -101,6 +101,36 @@ def test_solver_threads_and_early_solves_change_nothing(tiny_llama, workers, pen
         np.testing.assert_allclose(ex.values[i].numpy(), want, rtol=2e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("heads", ["mean", "each"])
+def test_batched_solves_equal_one_solve_per_text_and_layer(tiny_llama, heads, monkeypatch):
+    """The GPU path (every graph of one size solved in one call, on the thread that runs
+    the model), run here on the CPU: the same features and counts as one solve per text and
+    layer, in fewer calls. Two texts share a length, so their graphs share a call too."""
+    import probes.capture as capture_mod
+    from probes.features import FAMILIES
+
+    families = tuple(n for n, f in FAMILIES.items() if not f.needs_hidden)
+    cfg = CaptureConfig(families=families, heads=heads, eig_method="mixed")
+    texts = [*TEXTS, TEXTS[1].replace("7", "8")]  # as long as TEXTS[1]
+    calls = []
+    real = capture_mod.stacked_graph_features
+
+    def counted(graphs, *args, **kwargs):
+        calls.append(graphs.shape[0])
+        return real(graphs, *args, **kwargs)
+
+    monkeypatch.setattr(capture_mod, "stacked_graph_features", counted)
+    per_job = SpectralCapture(tiny_llama, cfg, batched=False)
+    batched = SpectralCapture(tiny_llama, cfg, batched=True)
+    want = per_job.extract(texts, batch_size=5).values
+    assert calls == []
+    got = batched.extract(texts, batch_size=5).values
+    torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12, equal_nan=True)
+    assert batched.solver_counts == per_job.solver_counts
+    assert sum(calls) == len(texts) * tiny_llama.n_layers  # every layer of every text
+    assert len(calls) == len(texts) - 1 and max(calls) == 2 * tiny_llama.n_layers
+
+
 def test_solver_error_in_a_worker_names_record_and_layer(tiny_llama, monkeypatch):
     import probes.capture as capture_mod
     from probes.spectral import NegativeEigenvalueError
@@ -170,20 +200,26 @@ def test_hooks_are_removed_even_after_an_error(tiny_llama):
     assert after == before
 
 
-def test_nan_attention_names_record_layer_and_head(tiny_llama):
+@pytest.mark.parametrize("batched", [False, True])
+@pytest.mark.parametrize("pending_mb", [256, 0])
+def test_nan_attention_names_record_layer_and_head(tiny_llama, batched, pending_mb):
+    """The check is read once per batch (or early solve), not in the hooks: it must still
+    name the poisoned text of a batch, its layer and head, before any solve reads it."""
+
     def poison(module, args, output):
         weights = output[1].clone()
-        weights[0, 2, 3, 1] = float("nan")  # batch 0, head 2
+        weights[1, 2, 3, 1] = float("nan")  # the batch's second (longest-first) text, head 2
         return output[0], weights
 
+    texts = [TEXTS[0], TEXTS[2], TEXTS[1]]  # longest first: TEXTS[0] is row 1
     handle = tiny_llama.attention_module(2).register_forward_hook(poison)
+    cap = SpectralCapture(tiny_llama, CaptureConfig(heads="each"), batched=batched)
+    cap.pending_bytes = pending_mb * 2**20
     try:
         with pytest.raises(
             NonFiniteAttentionError, match="record 'rec-7': attention of layer 2, head 2"
         ):
-            SpectralCapture(tiny_llama, CaptureConfig(heads="each")).extract(
-                TEXTS[:1], ids=["rec-7"]
-            )
+            cap.extract(texts, ids=["rec-7", "r1", "r2"], batch_size=3)
     finally:
         handle.remove()
 

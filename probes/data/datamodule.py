@@ -46,7 +46,9 @@ class TextDataModule(L.LightningDataModule):
         batch_size: texts per batch.
         mapping: column mapping for a source of the user's own.
 
-    The calib split is served as Lightning's validation split.
+    The calib split is served as Lightning's validation split. Under DDP the split is
+    assigned and saved once, in :meth:`prepare_data` (one process, before the others read
+    it: ``prepare_data_per_node`` is off, so one process in the whole run writes).
     """
 
     def __init__(
@@ -74,24 +76,41 @@ class TextDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.mapping = mapping
         self.items: dict[str, list[TextItem]] = {}
+        self._records: list[Record] | None = None
+        # One writer of split_file in the whole run (the store is shared by every node).
+        self.prepare_data_per_node = False
+
+    def prepare_data(self) -> None:
+        """Assign the splits and save them to ``split_file``, unless it exists. Lightning
+        calls this in one process, then holds the others at a barrier until it is done."""
+        if self.split_file is None or self.split_file.exists():
+            return
+        assignment = assign_splits(self.records(), self.fractions, self.seed)
+        save_splits(assignment, self.split_file, self.seed, self.fractions)
 
     def setup(self, stage: str | None = None) -> None:
         self._load()
 
+    def records(self) -> list[Record]:
+        """The records, read once."""
+        if self._records is None:
+            self._records = (
+                load_records(self.source, self.mapping)
+                if isinstance(self.source, str | Path)
+                else list(self.source)
+            )
+        return self._records
+
     def _load(self) -> None:
         if self.items:
             return
-        records = (
-            load_records(self.source, self.mapping)
-            if isinstance(self.source, str | Path)
-            else list(self.source)
-        )
-        if self.split_file is not None and self.split_file.exists():
-            assignment = load_splits(self.split_file, records)
-        else:
+        records = self.records()
+        if self.split_file is None:
             assignment = assign_splits(records, self.fractions, self.seed)
-            if self.split_file is not None:
-                save_splits(assignment, self.split_file, self.seed, self.fractions)
+        else:
+            if not self.split_file.exists():  # used outside a Trainer: this one process
+                self.prepare_data()
+            assignment = load_splits(self.split_file, records)
         toks = tokenize_records(
             records, self.tokenizer, self.tokenization, self.span, self.max_tokens, self.overflow
         )

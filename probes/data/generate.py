@@ -87,6 +87,8 @@ def build_generate(
     batch_size: int = 8,
     sample: bool = False,
     progress: bool = True,
+    device: str = "auto",
+    dtype: str = "float32",
 ) -> list[Record]:
     """Let ``model`` solve ``n`` problems and label each solution by exact match.
 
@@ -95,10 +97,12 @@ def build_generate(
             solves few sums beyond single digits, so the default is 2 single-digit terms) or
             ``gsm_symbolic``.
         sample: sample (seeded) instead of greedy decoding.
+        device, dtype: where and in what precision the model generates (``model.device``
+            and ``model.dtype``: an experiment passes its own).
     """
     from ..models import load_frozen
 
-    lm = load_frozen(ModelConfig(name_or_path=model))
+    lm = load_frozen(ModelConfig(name_or_path=model, device=device, dtype=dtype))
     tok = lm.tokenizer
     special = lm.identity["tokenization"]["add_special_tokens"] and _text_format(tok) == "plain"
     problems = _problems(task, seed, n, terms, digits)

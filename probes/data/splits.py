@@ -115,7 +115,8 @@ def check_splits(
 
 
 def save_splits(assignment: dict[str, str], path: str | Path, seed: int, fractions) -> None:
-    """Save the assignment; every DDP rank may call this at once (same content, unique temp)."""
+    """Save the assignment (to a temp name, then renamed). Under DDP only one process calls
+    this (``TextDataModule.prepare_data``)."""
     payload = {"seed": seed, "fractions": list(fractions), "splits": assignment}
     atomic_write_text(path, json.dumps(payload, indent=1, sort_keys=True))
 
