@@ -32,8 +32,8 @@ from bench_extract import BusyCore  # noqa: E402
 from probes import crossval  # noqa: E402
 from probes import threads as threads_module  # noqa: E402
 from probes.config import ScorerSpec  # noqa: E402
+from probes.estimators import logistic  # noqa: E402
 from probes.featuredata import SplitArrays  # noqa: E402
-from probes.scorers import logistic  # noqa: E402
 
 
 def synthetic(n: int, f: int, seed: int = 0) -> tuple[SplitArrays, list[str]]:

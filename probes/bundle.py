@@ -431,7 +431,7 @@ def from_fitted(
     """A :class:`Scorer` from an experiment's fitted scorer; ``metrics`` are its measured
     quality and ``fit`` says what it was fitted, calibrated and measured on."""
     from . import __version__
-    from .scorers import LogisticCalibrator, ThresholdBaseline
+    from .estimators import LogisticCalibrator, ThresholdBaseline
 
     m = fitted.model
     meta = {
@@ -468,7 +468,7 @@ def from_fitted(
         meta.update(decision="feature", threshold=float(m.threshold_), direction=int(m.direction_))
         one = torch.ones(1, dtype=torch.float64)
         if m.platt_ is not None:
-            coef, icpt = float(m.platt_.coef_[0, 0]), float(m.platt_.intercept_[0])
+            coef, icpt = m.platt_.coef_, m.platt_.intercept_
             # Platt on s = direction * x: logit = coef * direction * x + icpt.
             tensors = {
                 "mean": 0 * one,

@@ -304,7 +304,7 @@ class ScorerSpec(Options):
         _check_name("name", self.name, "scorer")
         _choice("kind", self.kind, ("threshold", "logistic"))
         _at_least("max_epochs", self.max_epochs, 1)
-        from .scorers.logistic import weight_decay_grid  # lazy: keeps config light
+        from .estimators.logistic import weight_decay_grid  # lazy: keeps config light
 
         try:
             weight_decay_grid(self.weight_decay)

@@ -37,10 +37,10 @@ from tqdm.auto import tqdm
 
 from .config import ScorerSpec
 from .errors import DataError
+from .estimators import LogisticCalibrator
 from .featuredata import SplitArrays, select_features
 from .fitting import FittedScorer, fit_scorer
 from .metrics import METRICS, evaluate_scores, point_metrics
-from .scorers import LogisticCalibrator
 
 #: What a fold's fit chose, one column each in ``folds.csv`` (empty where it does not apply).
 CHOSEN = ("feature", "threshold", "weight_decay", "temperature", "prior_shift", "epochs")

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 
 from .config import ScorerSpec
+from .estimators import LogisticCalibrator, ThresholdBaseline
 from .featuredata import SplitArrays, select_features
-from .scorers import LogisticCalibrator, ThresholdBaseline
 
 
 @dataclass
@@ -64,6 +64,5 @@ def fit_scorer(
             temperature=spec.temperature,
             prior_correction=spec.prior_correction,
             max_epochs=spec.max_epochs,
-            logger=logger,
-        ).fit(Xtr, train.y.numpy(), Xc, calib.y.numpy())
+        ).fit(Xtr, train.y.numpy(), Xc, calib.y.numpy(), logger=logger)
     return FittedScorer(spec, model, chosen, cols)

@@ -1,17 +1,25 @@
-"""PNG plots of an experiment (matplotlib, Agg backend). Plotting lives apart from computing:
-every function takes finished numbers and a path."""
+"""PNG plots of an experiment. Plotting lives apart from computing: every function takes
+finished numbers and a path.
+
+Figures are made with matplotlib's object API (``Figure``), never through ``pyplot``: no
+backend is chosen or switched (a notebook keeps its own), no figure is left open, and it
+works without a display.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
+from sklearn.calibration import calibration_curve
+from sklearn.metrics import roc_curve
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from sklearn.metrics import roc_curve  # noqa: E402
+
+def _subplots(rows: int = 1, cols: int = 1, figsize=(5.5, 5), squeeze: bool = True):
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(rows, cols, squeeze=squeeze)
 
 
 def roc_curves(
@@ -22,7 +30,7 @@ def roc_curves(
     on: str = "test",
 ) -> Path:
     """Every scorer's ROC curve on one figure; ``on`` names the evaluated records."""
-    fig, ax = plt.subplots(figsize=(5.5, 5))
+    fig, ax = _subplots(figsize=(5.5, 5))
     for name, p in probs.items():
         fpr, tpr, _ = roc_curve(y, p)
         ax.plot(fpr, tpr, label=f"{name} ({aurocs[name]:.3f})")
@@ -40,13 +48,9 @@ def reliability(
     names = list(probs)
     cols = min(3, len(names))
     rows = int(np.ceil(len(names) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.6 * rows), squeeze=False)
-    edges = np.linspace(0, 1, n_bins + 1)
+    fig, axes = _subplots(rows, cols, figsize=(4 * cols, 3.6 * rows), squeeze=False)
     for ax, name in zip(axes.flat, names, strict=False):
-        p = probs[name]
-        which = np.clip(np.digitize(p, edges) - 1, 0, n_bins - 1)
-        conf = [p[which == b].mean() for b in range(n_bins) if (which == b).any()]
-        acc = [y[which == b].mean() for b in range(n_bins) if (which == b).any()]
+        acc, conf = calibration_curve(y, probs[name], n_bins=n_bins)  # non-empty bins
         ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
         ax.plot(conf, acc, marker="o")
         ax.set(
@@ -72,7 +76,7 @@ def auroc_heatmap(rows: Sequence[Mapping], path: Path) -> Path:
     grid = np.full((len(families), len(layers)), np.nan)
     for r in rows:
         grid[families.index(r["family"]), layers.index(r["layer"])] = r["test_auroc"]
-    fig, ax = plt.subplots(figsize=(max(6, 0.3 * len(layers) + 2), 0.45 * len(families) + 1.5))
+    fig, ax = _subplots(figsize=(max(6, 0.3 * len(layers) + 2), 0.45 * len(families) + 1.5))
     im = ax.imshow(grid, cmap="RdBu_r", vmin=0.3, vmax=0.7, aspect="auto")
     ax.set_xticks(range(len(layers)), [layer[1:] for layer in layers], fontsize=7)
     ax.set_yticks(range(len(families)), families, fontsize=8)
@@ -85,7 +89,7 @@ def spectra_by_class(
     names: Sequence[str], X: np.ndarray, y: np.ndarray, layers: Sequence[str], path: Path
 ) -> Path:
     """Mean (+- std) of the stored eigenvalues (``eig_low`` then ``eig_high``) by class."""
-    fig, axes = plt.subplots(1, len(layers), figsize=(4 * len(layers), 3.4), squeeze=False)
+    fig, axes = _subplots(1, len(layers), figsize=(4 * len(layers), 3.4), squeeze=False)
     for ax, layer in zip(axes[0], layers, strict=True):
         cols = [
             j
@@ -107,5 +111,4 @@ def _save(fig, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path

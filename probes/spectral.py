@@ -151,7 +151,7 @@ def causal_laplacian_lower(A: Tensor, kind: LaplacianKind) -> Tensor:
 
     Example:
         >>> A = torch.tensor([[1.0, 0.0], [0.5, 0.5]], dtype=torch.float64)
-        >>> causal_laplacian_lower(A, "combinatorial")
+        >>> causal_laplacian_lower(A, "combinatorial").tril()  # above the diagonal: unread
         tensor([[ 0.2500,  0.0000],
                 [-0.2500,  0.2500]], dtype=torch.float64)
     """

@@ -14,9 +14,9 @@ from sklearn.metrics import roc_auc_score
 from probes import crossval
 from probes.config import ScorerSpec
 from probes.errors import DataError
+from probes.estimators import LogisticCalibrator
 from probes.featuredata import SplitArrays
 from probes.metrics import auroc, evaluate_scores
-from probes.scorers import LogisticCalibrator
 
 LR = ScorerSpec("lr", "logistic", select=("*",), weight_decay=1e-3)
 THRESHOLD = ScorerSpec("thr", "threshold", select=("*",))

@@ -81,7 +81,7 @@ class Record:
 
 
 def solution_start_of(text: str) -> int | None:
-    """Offset just after the first ``\nSolution: `` marker of ``text``, or ``None``.
+    r"""Offset just after the first ``\nSolution: `` marker of ``text``, or ``None``.
 
     Example:
         >>> solution_start_of("Problem: 2 + 2?\nSolution: 4")

@@ -26,6 +26,7 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import EarlyStopping
+from sklearn.base import BaseEstimator, ClassifierMixin
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -87,7 +88,7 @@ class LinearProbe(L.LightningModule):
 WEIGHT_DECAY_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
 
 
-class LogisticCalibrator:
+class LogisticCalibrator(ClassifierMixin, BaseEstimator):
     """Logistic regression on features, trained with Lightning.
 
     Args:
@@ -102,8 +103,6 @@ class LogisticCalibrator:
         prior_correction: with ``class_balanced``, add ``log(n_pos / n_neg)`` of the train
             split to the logit so that probabilities follow the train class balance.
         max_iter: L-BFGS iterations per step.
-        logger: a Lightning logger for the training curves (e.g. ``WandbLogger``), or ``False``;
-            with several strengths only the chosen one's curves are logged.
 
     Learned: ``weight_decay_`` (the strength used), ``calib_nll_`` (``{strength: NLL}``,
     every candidate), ``prior_shift_``, ``temperature_``, ``coef_``, ``intercept_``.
@@ -119,7 +118,6 @@ class LogisticCalibrator:
         class_balanced: bool = True,
         prior_correction: bool = True,
         max_iter: int = 20,
-        logger=False,
     ):
         self.weight_decay = weight_decay
         self.max_epochs = max_epochs
@@ -128,11 +126,13 @@ class LogisticCalibrator:
         self.class_balanced = class_balanced
         self.prior_correction = prior_correction
         self.max_iter = max_iter
-        self.logger = logger
 
-    def fit(self, X_train, y_train, X_calib=None, y_calib=None):
+    def fit(self, X_train, y_train, X_calib=None, y_calib=None, *, logger=False):
         """``X_* (N, F)``, ``y_* (N,)`` in {0, 1}; calib drives early stopping, the choice of
-        weight decay and the temperature.
+        weight decay and the temperature. ``logger``: a Lightning logger for the training
+        curves (e.g. ``WandbLogger``), or ``False``; with several strengths only the chosen
+        one's curves are logged. It is where the curves go, not a hyper-parameter, so it is
+        an argument of ``fit``, not of ``__init__`` (and ``clone`` never copies it).
 
         Without calib (a refit on all records), one strength is required, training runs
         ``max_epochs`` steps and the temperature is 1 until :meth:`set_temperature` sets it
@@ -154,6 +154,7 @@ class LogisticCalibrator:
         balanced = self.class_balanced and self.prior_correction
         self.prior_shift_ = math.log(n_pos / (n - n_pos)) if balanced else 0.0
         self.n_features_in_ = Xt.shape[1]
+        self.classes_ = np.array([0, 1])
         mean = Xt.mean(dim=0)
         std = Xt.std(dim=0, correction=0)
         std = torch.where(std > 1e-12, std, torch.ones_like(std))  # constant columns
@@ -166,12 +167,12 @@ class LogisticCalibrator:
         for wd in grid:
             # With one strength its curves can be logged at once; with several, the chosen
             # one is refitted below with the logger (the fit is deterministic).
-            self._fit_one(make(wd), *data, logger=self.logger if len(grid) == 1 else False)
+            self._fit_one(make(wd), *data, logger=logger if len(grid) == 1 else False)
             self.calib_nll_[wd] = float("nan") if Xc is None else self._calib_nll(Xc, yc)
             fits[wd] = (self.module_, self.epochs_, self.temperature_)
         self.weight_decay_ = min(grid, key=self.calib_nll_.__getitem__)
-        if len(grid) > 1 and self.logger:
-            self._fit_one(make(self.weight_decay_), *data, logger=self.logger)
+        if len(grid) > 1 and logger:
+            self._fit_one(make(self.weight_decay_), *data, logger=logger)
         else:
             self.module_, self.epochs_, self.temperature_ = fits[self.weight_decay_]
         return self

@@ -1,7 +1,8 @@
 """``ThresholdBaseline``: one feature, a threshold, no training.
 
 Everything it learns comes from the calib split: which feature (``auto``), its direction,
-the threshold (Youden's J) and the probability map (Platt scaling). It never sees test data.
+the threshold (Youden's J) and the probability map (Platt scaling, with Platt's smoothed
+targets: :mod:`probes.estimators.platt`). It never sees test data.
 """
 
 from __future__ import annotations
@@ -9,13 +10,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
+from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.metrics import roc_curve
 
 from ..metrics import auroc
+from .platt import PlattScaling
 
 
-class ThresholdBaseline:
+class ThresholdBaseline(ClassifierMixin, BaseEstimator):
     """A training-free detector on one feature.
 
     Args:
@@ -43,10 +45,17 @@ class ThresholdBaseline:
         self.quantile = quantile
         self.direction = direction
 
-    def fit(self, X_calib: np.ndarray, y_calib: np.ndarray | None, names: Sequence[str]):
-        """Learn from the calib split only. ``X_calib (N, F)``, ``y_calib (N,)``."""
+    def fit(
+        self,
+        X_calib: np.ndarray,
+        y_calib: np.ndarray | None,
+        names: Sequence[str] | None = None,
+    ):
+        """Learn from the calib split only. ``X_calib (N, F)``, ``y_calib (N,)``; ``names``:
+        the ``F`` feature names (default ``x0``, ``x1``...), for ``feature``."""
         X = np.asarray(X_calib, dtype=np.float64)
-        names = list(names)
+        names = [f"x{j}" for j in range(X.shape[1])] if names is None else list(names)
+        self.classes_ = np.array([0, 1])
         if not self.label_free and y_calib is None:
             raise ValueError("ThresholdBaseline needs calib labels unless label_free=True")
         if self.feature == "auto":
@@ -79,22 +88,22 @@ class ThresholdBaseline:
             finite = np.isfinite(thresholds)
             best = int(np.argmax((tpr - fpr)[finite]))
             self.threshold_ = float(thresholds[finite][best])
-            self.platt_ = LogisticRegression(C=1e6).fit(s.reshape(-1, 1), y_calib)
+            self.platt_ = PlattScaling().fit(s, y_calib)
         self.n_features_in_ = X.shape[1]
         return self
 
-    def score(self, X: np.ndarray) -> np.ndarray:
+    def decision_function(self, X: np.ndarray) -> np.ndarray:
         """``(N,)`` the signed feature ``direction * x``; higher means more likely valid."""
         return self.direction_ * np.asarray(X, dtype=np.float64)[:, self.feature_index_]
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        s = self.score(X)
+        s = self.decision_function(X)
         if self.platt_ is not None:
-            p = self.platt_.predict_proba(s.reshape(-1, 1))[:, 1]
+            p = self.platt_.predict_proba(s)
         else:
             p = np.searchsorted(self.calib_scores_, s, side="right") / len(self.calib_scores_)
         return np.stack([1 - p, p], axis=1)
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """``(N,)`` 1 (valid) where the signed feature reaches the threshold."""
-        return (self.score(X) >= self.threshold_).astype(np.int64)
+        return (self.decision_function(X) >= self.threshold_).astype(np.int64)

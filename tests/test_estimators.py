@@ -9,10 +9,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from probes.config import ScorerSpec
+from probes.estimators import LogisticCalibrator, ThresholdBaseline
 from probes.experiment import fit_scorer
 from probes.featuredata import SplitArrays
 from probes.metrics import grouped_bootstrap, point_metrics
-from probes.scorers import LogisticCalibrator, ThresholdBaseline
 
 
 def make_split(rng, n, w, noise=1.5):
@@ -74,7 +74,7 @@ def test_auto_weight_decay_keeps_the_lowest_calib_nll():
     """``weight_decay="auto"`` = fitting each strength alone and keeping sklearn's best log-loss."""
     from sklearn.metrics import log_loss
 
-    from probes.scorers.logistic import WEIGHT_DECAY_GRID
+    from probes.estimators.logistic import WEIGHT_DECAY_GRID
 
     rng = np.random.default_rng(5)
     w = np.r_[rng.normal(size=5), np.zeros(35)]  # 5 informative of 40 features, few records
@@ -100,8 +100,8 @@ def test_logged_refit_of_the_chosen_weight_decay_is_the_same_model(tmp_path):
     X, y = make_split(rng, 100, w)
     Xc, yc = make_split(rng, 60, w)
     plain = LogisticCalibrator(weight_decay=[0.01, 1.0]).fit(X, y, Xc, yc)
-    logged = LogisticCalibrator(weight_decay=[0.01, 1.0], logger=CSVLogger(tmp_path)).fit(
-        X, y, Xc, yc
+    logged = LogisticCalibrator(weight_decay=[0.01, 1.0]).fit(
+        X, y, Xc, yc, logger=CSVLogger(tmp_path)
     )
     assert logged.weight_decay_ == plain.weight_decay_
     np.testing.assert_array_equal(logged.predict_proba(Xc), plain.predict_proba(Xc))
@@ -151,7 +151,9 @@ def test_threshold_baseline_by_hand():
     assert free.threshold_ == pytest.approx(np.median(X[:, 0]))
 
 
-def test_threshold_never_reads_test_labels():
+def test_threshold_learns_from_calib_labels_only():
+    """Training-free: permuting the train labels changes nothing, permuting calib's does.
+    (Test labels never reach fit_scorer at all: it is not given the test split.)"""
     rng = np.random.default_rng(0)
     names = [f"f{i}/L00" for i in range(5)]
     w = np.array([0, 0, 2.0, 0, 0])
@@ -160,16 +162,17 @@ def test_threshold_never_reads_test_labels():
         X, y = make_split(rng, n, w)
         return SplitArrays(torch.from_numpy(X), torch.from_numpy(y), [str(i) for i in range(n)], [])
 
+    def permuted(a: SplitArrays) -> SplitArrays:
+        order = torch.from_numpy(np.random.default_rng(1).permutation(len(a.y)))
+        return SplitArrays(a.X, a.y[order], a.groups, a.ids)
+
     train, calib, test = split(50), split(60), split(60)
     spec = ScorerSpec("t", "threshold", select=("*",))
     a = fit_scorer(spec, names, train, calib)
-    shuffled = SplitArrays(test.X, test.y[torch.randperm(len(test.y))], test.groups, test.ids)
-    b = fit_scorer(spec, names, train, calib)
-    assert (a.model.feature_, a.model.threshold_) == (b.model.feature_, b.model.threshold_)
-    np.testing.assert_array_equal(a.predict(shuffled.X.numpy()), b.predict(test.X.numpy()))
-    # ...whereas calib labels do drive it.
-    calib_shuffled = SplitArrays(calib.X, calib.y[torch.randperm(len(calib.y))], calib.groups, [])
-    c = fit_scorer(spec, names, train, calib_shuffled)
+    b = fit_scorer(spec, names, permuted(train), calib)
+    assert (b.model.feature_, b.model.threshold_) == (a.model.feature_, a.model.threshold_)
+    np.testing.assert_array_equal(b.predict_proba(test.X.numpy()), a.predict_proba(test.X.numpy()))
+    c = fit_scorer(spec, names, train, permuted(calib))
     assert (c.model.feature_, c.model.threshold_) != (a.model.feature_, a.model.threshold_)
 
 
@@ -207,3 +210,56 @@ def test_grouped_bootstrap_resamples_whole_groups():
     point = roc_auc_score(y, p)
     assert ci["auroc"][0] < point < ci["auroc"][1]
     assert 0.05 < ci["auroc"][1] - ci["auroc"][0] < 0.4
+
+
+def test_platt_uses_smoothed_targets_and_matches_scikit_learn():
+    """A calib set that one threshold separates: 0/1 targets (LogisticRegression with a huge
+    C, the old map) give probabilities of 0 and 1; Platt's smoothed targets stay finite and
+    agree with scikit-learn's own sigmoid calibration, which uses them."""
+    from sklearn.calibration import _sigmoid_calibration
+    from sklearn.linear_model import LogisticRegression
+
+    from probes.estimators.platt import PlattScaling
+
+    rng = np.random.default_rng(0)
+    s = np.concatenate([rng.normal(-2, 0.5, 20), rng.normal(2, 0.5, 12)])
+    y = np.array([0] * 20 + [1] * 12)
+    hard = LogisticRegression(C=1e6, max_iter=10_000).fit(s.reshape(-1, 1), y)
+    p_hard = hard.predict_proba(s.reshape(-1, 1))[:, 1]
+    assert p_hard.min() < 1e-6 and p_hard.max() > 1 - 1e-6  # what the old map did
+    platt = PlattScaling().fit(s, y)
+    p = platt.predict_proba(s)
+    assert p.max() < 0.99 and p.min() > 0.005  # 32 records cannot make anyone that sure
+    a, b = _sigmoid_calibration(s, y)  # sklearn: P = 1 / (1 + exp(a * s + b))
+    np.testing.assert_allclose([platt.coef_, platt.intercept_], [-a, -b], rtol=1e-4, atol=1e-5)
+    tb = ThresholdBaseline(feature="a").fit(s.reshape(-1, 1), y, ["a"])
+    np.testing.assert_allclose(tb.predict_proba(s.reshape(-1, 1))[:, 1], p, rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "estimator",
+    [
+        LogisticCalibrator(weight_decay=0.1, max_epochs=7, temperature=False),
+        ThresholdBaseline(feature="b", quantile=0.3),
+    ],
+)
+def test_estimators_are_scikit_learn_estimators(estimator):
+    """get_params / set_params / clone, and no logger among the hyper-parameters."""
+    from sklearn.base import clone, is_classifier
+
+    params = estimator.get_params()
+    assert "logger" not in params
+    twin = clone(estimator)
+    assert twin is not estimator and twin.get_params() == params
+    assert is_classifier(twin)
+    key = next(iter(params))
+    assert twin.set_params(**{key: params[key]}) is twin
+    rng = np.random.default_rng(3)
+    X, y = make_split(rng, 60, np.array([1.0, -2.0]))
+    if isinstance(twin, ThresholdBaseline):
+        twin.fit(X, y, ["a", "b"])
+    else:
+        twin.fit(X, y, X, y)
+    assert twin.classes_.tolist() == [0, 1]
+    assert twin.predict_proba(X).shape == (60, 2)
+    assert 0 <= twin.score(X, y) <= 1  # ClassifierMixin: accuracy
