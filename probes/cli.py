@@ -1,4 +1,6 @@
-"""The ``probes`` console script: thin argument parsing over functions that tests also call."""
+"""The ``probes`` command line: one entry point for every job, thin over functions that the
+tests also call. ``train.py`` and ``evaluate.py`` are ``probes train`` and ``probes
+evaluate``."""
 
 from __future__ import annotations
 
@@ -6,7 +8,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from .config import CaptureConfig, InspectConfig, ModelConfig, from_dict, load_yaml
+from .config import InspectConfig, load_config, packaged_configs
 from .errors import ConfigError, report_errors
 
 #: A worked example: a GSM8K-style problem with a correct step-by-step solution.
@@ -60,21 +62,9 @@ def inspect_text(cfg: InspectConfig, text: str) -> str:
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    cfg = load_yaml(args.config, InspectConfig) if args.config else InspectConfig()
-    model = cfg.model.to_dict()
-    capture = cfg.capture.to_dict()
-    if args.model:
-        model["name_or_path"] = args.model
-    for key in ("device", "dtype"):
-        if getattr(args, key):
-            model[key] = getattr(args, key)
-    if args.layers:
-        capture["layers"] = [int(x) for x in args.layers.split(",")]
-    if args.heads:
-        capture["heads"] = args.heads
-    cfg = InspectConfig(
-        from_dict(ModelConfig, model, "model"), from_dict(CaptureConfig, capture, "capture")
-    )
+    cfg = load_config(InspectConfig, args.config, args.overrides)
+    if _printed(args, cfg):
+        return 0
     text = WORKED_EXAMPLE
     if args.file:
         with open(args.file, encoding="utf-8") as f:
@@ -83,6 +73,16 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
         text = args.text
     print(inspect_text(cfg, text))
     return 0
+
+
+def _printed(args: argparse.Namespace, cfg) -> bool:
+    """``--print-config``: show the resolved config (file + overrides) as YAML instead."""
+    if not getattr(args, "print_config", False):
+        return False
+    import yaml
+
+    print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
+    return True
 
 
 #: ``probes data build`` flags forwarded to a builder when given (and only if it takes them).
@@ -197,43 +197,52 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     from .config import ExtractConfig
     from .extract import extract
 
-    cfg = load_yaml(args.config, ExtractConfig) if args.config else ExtractConfig()
-    raw = cfg.to_dict()
-    overrides = {
-        ("data", "source"): args.data,
-        ("model", "name_or_path"): args.model,
-        ("store",): args.store,
-        ("batch_size",): args.batch_size,
-        ("shard_size",): args.shard_size,
-        ("trainer", "devices"): _devices(args.devices),
-        ("trainer", "num_nodes"): args.num_nodes,
-        ("trainer", "strategy"): args.strategy,
-        ("model", "device"): args.device,
-        ("model", "dtype"): args.dtype,
-        ("capture", "layers"): [int(x) for x in args.layers.split(",")] if args.layers else None,
-        ("capture", "heads"): args.heads,
-    }
-    for keys, value in overrides.items():
-        if value is not None:
-            target = raw
-            for k in keys[:-1]:
-                target = target[k]
-            target[keys[-1]] = value
-    cfg = from_dict(ExtractConfig, raw)
+    cfg = load_config(ExtractConfig, args.config, args.overrides)
+    if _printed(args, cfg):
+        return 0
     result = extract(cfg, repair=args.repair)
     if result.is_global_zero:
         print(result.summary())
     return 0
 
 
-def _devices(text: str | None) -> int | str | None:
-    """``--devices``: ``auto`` or a number."""
-    if text is None or text == "auto":
-        return text
-    try:
-        return int(text)
-    except ValueError:
-        raise ConfigError(f"option '--devices': expected a number or auto, got {text!r}") from None
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .config import ExperimentConfig
+    from .experiment import run_experiment
+
+    cfg = load_config(ExperimentConfig, args.config, args.overrides)
+    if _printed(args, cfg):
+        return 0
+    run_experiment(cfg)
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from . import compare, jsonio
+    from .evaluation import compare_bundles
+    from .experiment import comparison_table
+
+    if args.json:
+        from .atomic import refuse_overwrite
+
+        refuse_overwrite(args.json, *(p for p in (args.data, args.store) if p), option="--json")
+    result = compare_bundles(
+        args.bundles,
+        store=args.store,
+        data=args.data,
+        split=args.split,
+        n_boot=args.n_boot,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        device=args.device or "auto",
+        dtype=args.dtype,
+    )
+    print(comparison_table(result["scorers"]))
+    if result["paired"]:
+        print(compare.comparison_rows_table(result["paired"]))
+    if args.json:
+        jsonio.write_json(args.json, result)
+    return 0
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
@@ -332,32 +341,69 @@ def _add_device_options(parser, what: str = "", default_device: str | None = Non
     )
 
 
+OVERRIDES_HELP = (
+    "options to override, as key=value (a dotted path into the config: capture.heads=each, "
+    "model.device=cuda, trainer.devices=4, capture.layers=[0,5,10]); values are read as "
+    "YAML, and this is the form W&B sweeps pass with ${args_no_hyphens}"
+)
+
+EPILOG = """examples:
+  probes train --config tiny                          # a packaged config (probes configs)
+  probes train --config gsm-perturb capture.heads=each model.device=cuda
+  probes train --config my.yaml --print-config        # the resolved options, as YAML
+  probes extract --config extract-demo trainer.devices=2 trainer.strategy=ddp
+  probes inspect model.name_or_path=HuggingFaceTB/SmolLM2-1.7B --text "2 + 2 = 4"
+  probes export --results results/gsm-perturb --scorer spectral_lr --out my-scorer
+  probes score --scorer my-scorer --input new.jsonl --output scored.jsonl --device cuda
+  probes evaluate --bundles results/gsm-perturb/latest/bundles/* --data other.jsonl
+
+Every option is documented on its field in probes/config.py; the README explains the
+results. Errors in your input or options exit 1 with one line saying what to change;
+usage errors exit 2."""
+
+
+def _add_config_options(parser, what: str) -> None:
+    parser.add_argument(
+        "--config",
+        metavar="FILE|NAME",
+        help=f"{what} YAML file, or a packaged config's name ({', '.join(packaged_configs())})",
+    )
+    parser.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the resolved config (file plus overrides) as YAML and exit",
+    )
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help=OVERRIDES_HELP)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="probes", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("inspect", help="per-layer spectrum summary of one text")
-    p.add_argument("--config", help="YAML with 'model' and 'capture' sections")
-    p.add_argument("--model", help="embedded name, hub id or local folder (default smollm2-135m)")
-    p.add_argument("--text", help="the text to read (default: a worked GSM8K example)")
-    p.add_argument("--file", help="read the text from this file")
-    p.add_argument("--layers", help="comma-separated layer indices (default: all)")
-    p.add_argument("--heads", choices=["mean", "each"], help="head aggregation")
-    _add_device_options(p)
-    p.set_defaults(func=_cmd_inspect)
-    _add_data_parser(sub)
-    e = sub.add_parser("extract", help="extract features of a record set into a feature store")
-    e.add_argument("--config", help="YAML with data, model, capture, trainer sections")
-    e.add_argument("--data", help="record file (.jsonl/.csv/.parquet) or HF dataset name")
-    e.add_argument("--model", help="embedded name, hub id or local folder")
-    e.add_argument("--store", help="store folder (default: stores/<data>-<hash>)")
-    e.add_argument("--batch-size", dest="batch_size", type=int, help="texts per forward pass")
-    e.add_argument("--shard-size", dest="shard_size", type=int, help="records per shard file")
-    e.add_argument("--layers", help="comma-separated layer indices (default: all)")
-    e.add_argument("--heads", choices=["mean", "each"], help="head aggregation")
-    _add_device_options(e)
-    e.add_argument("--devices", help="processes (one GPU each under CUDA) per node, or auto")
-    e.add_argument("--num-nodes", dest="num_nodes", type=int, help="nodes")
-    e.add_argument("--strategy", help="auto, or ddp for several processes")
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="probes",
+        description="Judge step-by-step math solutions from the spectral geometry of a frozen "
+        "LLM's attention: extract features, fit and compare calibrated scorers against "
+        "length and log-probability baselines, export them, score new texts.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"probes {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="command")
+    t = sub.add_parser(
+        "train",
+        help="run a calibration experiment: build data, extract, fit, evaluate, export",
+        description="Run a calibration experiment end to end and write results/<name>/ "
+        "(metrics, tables, plots, bundles) and a W&B run (offline by default).",
+    )
+    _add_config_options(t, "an experiment")
+    t.set_defaults(func=_cmd_train, config="gsm-perturb")
+    e = sub.add_parser(
+        "extract",
+        help="extract features of a record set into a feature store",
+        description="Extract the spectral features and confounds of every record into a "
+        "resumable feature store (a rerun extracts only what is missing).",
+    )
+    _add_config_options(e, "an extraction (or experiment)")
     e.add_argument(
         "--repair",
         action="store_true",
@@ -365,6 +411,29 @@ def build_parser() -> argparse.ArgumentParser:
         "only their records",
     )
     e.set_defaults(func=_cmd_extract)
+    p = sub.add_parser("inspect", help="per-layer spectrum summary of one text")
+    _add_config_options(p, "a model + capture")
+    p.add_argument("--text", help="the text to read (default: a worked GSM8K example)")
+    p.add_argument("--file", help="read the text from this file")
+    p.set_defaults(func=_cmd_inspect)
+    _add_data_parser(sub)
+    ev = sub.add_parser(
+        "evaluate",
+        help="compare exported bundles on a store split or on new data",
+        description="Compare scorer bundles side by side, with grouped bootstrap intervals "
+        "and, against bundles that read only confounds, paired differences.",
+    )
+    ev.add_argument("--bundles", nargs="+", required=True, help="scorer bundle folders")
+    where = ev.add_mutually_exclusive_group(required=True)
+    where.add_argument("--store", help="a feature store folder")
+    where.add_argument("--data", help="a record file (.jsonl/.csv/.parquet) to score")
+    ev.add_argument("--split", default="test", choices=["train", "calib", "test"])
+    ev.add_argument("--n-boot", dest="n_boot", type=int, default=500)
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--batch-size", dest="batch_size", type=int, default=4)
+    ev.add_argument("--json", help="write {scorers, paired} here")
+    _add_device_options(ev, "with --data: ")
+    ev.set_defaults(func=_cmd_evaluate)
     sc = sub.add_parser("score", help="score new texts with an exported scorer bundle")
     sc.add_argument("--scorer", required=True, help="bundle folder (scorer.json + weights)")
     sc.add_argument(
@@ -398,12 +467,31 @@ def build_parser() -> argparse.ArgumentParser:
         "of the one fitted on the single split",
     )
     ex.set_defaults(func=_cmd_export)
+    c = sub.add_parser("configs", help="list the packaged configs")
+    c.set_defaults(func=_cmd_configs)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return report_errors(f"probes {args.command}", lambda: args.func(args))
+def _cmd_configs(args: argparse.Namespace) -> int:
+    from .config import PACKAGED_CONFIGS
+
+    for name in packaged_configs():
+        first = (PACKAGED_CONFIGS / f"{name}.yaml").read_text().splitlines()[0]
+        print(f"{name:28s} {first.lstrip('# ')[:70]}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    """Run the command line ``argv`` (default ``sys.argv[1:]``); returns the exit code: 0,
+    1 for an error in the input or options (one line on stderr), 2 for a usage error."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    if prog:
+        parser.prog = prog
+    if "--set" in argv:
+        parser.error("overrides are key=value, without --set (e.g. capture.heads=each n_boot=100)")
+    args = parser.parse_args(argv)
+    return report_errors(prog or f"probes {args.command}", lambda: args.func(args))
 
 
 if __name__ == "__main__":

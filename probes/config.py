@@ -11,7 +11,7 @@ import dataclasses
 import re
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar, Union
@@ -445,27 +445,88 @@ def json_ready(value: Any) -> Any:
     return value
 
 
-def load_experiment(path: str | Path) -> ExperimentConfig:
-    """An experiment YAML; a ``base:`` key names a file (relative to this one) whose options
-    it overrides, section by section; that file may name its own ``base:``."""
-    path = Path(path)
-    data = _read_with_bases(path, [path.resolve()])
+#: The configs shipped with the package (``probes train --config gsm-perturb``).
+PACKAGED_CONFIGS = Path(__file__).parent / "configs"
+
+
+def packaged_configs() -> list[str]:
+    """Names of the shipped configs (``gsm-perturb``, ``champ``, ``tiny``...)."""
+    return sorted(p.stem for p in PACKAGED_CONFIGS.glob("*.yaml"))
+
+
+def config_path(source: str | Path) -> Path:
+    """A config file: ``source`` itself when it is a file, else the packaged config of that
+    name (``gsm-perturb`` or ``gsm-perturb.yaml``)."""
+    path = Path(source)
+    if path.is_file():
+        return path
+    packaged = PACKAGED_CONFIGS / (path.name if path.suffix == ".yaml" else f"{path.name}.yaml")
+    if path.parent == Path(".") and packaged.is_file():
+        return packaged
+    raise ConfigError(
+        f"config file not found: {source} (neither a file nor a packaged config; packaged: "
+        f"{', '.join(packaged_configs())})"
+    )
+
+
+_OVERRIDE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*=.*", re.S)
+
+
+def load_config(cls: type[T], source: str | Path | None = None, overrides: Sequence[str] = ()) -> T:
+    """Config ``cls`` from a YAML file or packaged config name (its defaults when ``None``),
+    with ``key.sub=value`` overrides applied in order (OmegaConf's dot-list syntax: values
+    read as YAML, ``[0, 5]`` a list, ``null`` none; W&B sweeps pass ``${args_no_hyphens}``
+    in exactly this form).
+
+    A ``base:`` key in a file names another file (relative to it) whose options it
+    overrides, section by section; that file may name its own ``base:``. Unknown options
+    and bad values raise :class:`ConfigError` naming the option and the file.
+    """
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    path = None if source is None else config_path(source)
+    node = OmegaConf.create({}) if path is None else _read_with_bases(path, [path.resolve()])
+    if path is not None:  # the file on its own first, so that its errors name the file
+        try:
+            from_dict(cls, OmegaConf.to_container(node, resolve=True))
+        except ConfigError as err:
+            raise ConfigError(f"{path}: {err}") from None
+    for item in overrides:
+        if not _OVERRIDE.fullmatch(item):
+            raise ConfigError(
+                f"override {item!r}: expected key=value (e.g. capture.heads=each, n_boot=100)"
+            )
+        try:
+            node = OmegaConf.merge(node, OmegaConf.from_dotlist([item]))
+        except OmegaConfBaseException as err:
+            message = str(err).splitlines()[0]
+            raise ConfigError(f"override {item!r}: {message}") from None
+    data = OmegaConf.to_container(node, resolve=True)
     try:
-        return from_dict(ExperimentConfig, data)
+        return from_dict(cls, data)
     except ConfigError as err:
-        raise ConfigError(f"{path}: {err}") from None
+        raise ConfigError(f"overrides {' '.join(overrides)}: {err}") from None
 
 
-def _read_with_bases(path: Path, chain: list[Path]) -> dict:
+def load_experiment(source: str | Path, overrides: Sequence[str] = ()) -> ExperimentConfig:
+    """An :class:`ExperimentConfig` (see :func:`load_config`)."""
+    return load_config(ExperimentConfig, source, overrides)
+
+
+def _read_with_bases(path: Path, chain: list[Path]):
+    from omegaconf import OmegaConf
+
     data = _read_yaml(path)
     base = data.pop("base", None)
+    node = OmegaConf.create(data)
     if base is None:
-        return data
+        return node
     base_path = (path.parent / base).resolve()
     if base_path in chain:
         loop = " -> ".join(str(p) for p in [*chain, base_path])
         raise ConfigError(f"{path}: option 'base' loops: {loop}")
-    return _merge(_read_with_bases(base_path, [*chain, base_path]), data)
+    return OmegaConf.merge(_read_with_bases(base_path, [*chain, base_path]), node)
 
 
 def _read_yaml(path: Path) -> dict:
@@ -478,13 +539,6 @@ def _read_yaml(path: Path) -> dict:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of options at the top level")
     return data
-
-
-def _merge(base: dict, override: dict) -> dict:
-    out = dict(base)
-    for k, v in override.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
 
 
 @dataclass(frozen=True)
@@ -584,9 +638,4 @@ def _fits(value: Any, tp: Any) -> bool:
 
 def load_yaml(path: str | Path, cls: type[T]) -> T:
     """Read ``cls`` from a YAML file; errors name the file and the option."""
-    path = Path(path)
-    data = _read_yaml(path)
-    try:
-        return from_dict(cls, data)
-    except ConfigError as err:
-        raise ConfigError(f"{path}: {err}") from None
+    return load_config(cls, path)

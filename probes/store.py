@@ -224,7 +224,7 @@ class FeatureStore:
 
     def repair_hint(self) -> str:
         return (
-            f"run `probes extract --store {self.path} --repair` with the same config to set "
+            f"run `probes extract --repair store={self.path}` with the same config to set "
             "the damaged shards aside and re-extract only their records"
         )
 

@@ -1,6 +1,6 @@
 """``train.py`` under 2-process CPU DDP: the extraction is shared, everything else is done once.
 
-The driver below wraps ``train.py`` and logs, from every process, each write of
+The driver below runs ``probes train`` (what ``train.py`` runs) and logs, from every process, each write of
 ``splits.json``, each W&B run it starts and each bundle it saves. Lightning's launcher starts
 the second process by running the same command line again, so the wrapping holds there too.
 """
@@ -38,8 +38,8 @@ dm.save_splits = lambda *a, **k: (note("splits"), save_splits(*a, **k))[1]
 bundle.Scorer.save = lambda self, *a, **k: (note("bundle"), save(self, *a, **k))[1]
 wandb.init = lambda *a, **k: (note("wandb"), init(*a, **k))[1]
 
-import train
-sys.exit(train.main(sys.argv[1:]))
+from probes.cli import main
+sys.exit(main(["train", *sys.argv[1:]], prog="train.py"))
 """
 
 
@@ -67,7 +67,7 @@ def _train(tmp: Path, devices: int) -> tuple[Path, list[dict]]:
     }
     cmd = [sys.executable, str(driver), "--config", str(ROOT / "configs" / "tiny.yaml")]
     for key, value in overrides.items():
-        cmd += ["--set", f"{key}={value}"]
+        cmd.append(f"{key}={value}")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp, env=env)
     assert out.returncode == 0, out.stderr[-4000:]

@@ -83,8 +83,8 @@ def test_cuda_without_cuda_is_an_error_that_says_so():
 @needs_no_cuda
 def test_train_with_the_model_on_cuda_exits_non_zero_and_says_why(tmp_path):
     cmd = [sys.executable, str(ROOT / "train.py"), "--config", str(ROOT / "configs/tiny.yaml")]
-    cmd += ["--set", "model.device=cuda", "--set", f"results_dir={tmp_path / 'results'}"]
-    cmd += ["--set", f"data.source={tmp_path / 'data.jsonl'}"]
+    cmd += ["model.device=cuda", f"results_dir={tmp_path / 'results'}"]
+    cmd += [f"data.source={tmp_path / 'data.jsonl'}"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert out.returncode == 1, out.stderr[-2000:]
     assert NO_CUDA in out.stderr and "Traceback" not in out.stderr
@@ -113,13 +113,10 @@ def test_scoring_takes_a_device_and_a_dtype(tmp_path, solution_bundle, capsys):
 
 @needs_no_cuda
 def test_evaluation_and_generation_take_the_device(tmp_path, solution_bundle, capsys):
-    sys.path.insert(0, str(ROOT))
-    import evaluate
-
     data = tmp_path / "d.jsonl"
     data.write_text(json.dumps({"id": "a", "text": "1 + 1 = 2", "label": 1}) + "\n")
-    argv = ["--bundles", str(solution_bundle), "--data", str(data), "--device", "cuda"]
-    assert evaluate.main(argv) == 1
+    argv = ["evaluate", "--bundles", str(solution_bundle), "--data", str(data), "--device", "cuda"]
+    assert cli(argv) == 1
     assert NO_CUDA in capsys.readouterr().err
     build = ["data", "build", "generate", "--out", str(tmp_path / "g.jsonl"), "--n", "2"]
     assert cli([*build, "--model", "tiny-llama", "--device", "cuda"]) == 1

@@ -67,7 +67,7 @@ def test_probe_layer_out_of_range_names_probe_layer(tiny_llama):
 def run_train(*overrides, cwd=None):
     cmd = [sys.executable, str(ROOT / "train.py"), "--config", str(ROOT / "configs" / "tiny.yaml")]
     for o in overrides:
-        cmd += ["--set", o]
+        cmd.append(o)
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=cwd)
 
 

@@ -140,7 +140,7 @@ def test_two_concurrent_extractions_write_every_record_once(setup, tmp_path):
     cmd = [sys.executable, "-m", "probes.cli", "extract", "--config", str(config)]
     procs = [
         subprocess.Popen(
-            [*cmd, "--store", str(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            [*cmd, f"store={path}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
         for _ in range(2)
     ]

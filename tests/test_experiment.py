@@ -25,11 +25,8 @@ def tiny_run(tmp_path_factory):
         str(ROOT / "train.py"),
         "--config",
         str(ROOT / "configs" / "tiny.yaml"),
-        "--set",
         f"results_dir={tmp / 'results'}",
-        "--set",
         f"stores_dir={tmp / 'stores'}",
-        "--set",
         f"data.source={tmp / 'data' / 'arith.jsonl'}",
     ]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp)
@@ -122,16 +119,13 @@ def test_experiment_files_override_the_shared_default():
 
 
 def test_bad_override_is_named(tmp_path, capsys):
-    sys.path.insert(0, str(ROOT))
-    import train
+    from probes.cli import main
 
-    assert (
-        train.main(["--config", str(ROOT / "configs" / "tiny.yaml"), "--set", "capture.hedas=each"])
-        == 1
-    )
-    assert "unknown option(s) capture.hedas" in capsys.readouterr().err
-    with pytest.raises(ConfigError):
-        train.apply_overrides(load_experiment(ROOT / "configs" / "tiny.yaml"), ["nokey"])
+    assert main(["train", "--config", "tiny", "capture.hedas=each"]) == 1
+    err = capsys.readouterr().err
+    assert "overrides capture.hedas=each: unknown option(s) capture.hedas" in err
+    with pytest.raises(ConfigError, match="override 'nokey': expected key=value"):
+        load_experiment(ROOT / "configs" / "tiny.yaml", ["nokey"])
 
 
 def test_evaluate_compares_bundles_on_the_store_and_on_new_data(tiny_run, tmp_path):

@@ -68,7 +68,7 @@ def test_resume_after_sigkill_loses_and_duplicates_nothing(tmp_path, records_fil
     store = tmp_path / "store"
     cfg = config_file(tmp_path, records_file)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "probes.cli", "extract", "--config", cfg, "--store", str(store)],
+        [sys.executable, "-m", "probes.cli", "extract", "--config", cfg, f"store={store}"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -79,7 +79,7 @@ def test_resume_after_sigkill_loses_and_duplicates_nothing(tmp_path, records_fil
     proc.wait()
     partial = FeatureStore.open(store).done_ids()
     assert 0 < len(partial) < 80, "the kill must land part-way through"
-    rerun = run_cli(["extract", "--config", cfg, "--store", str(store)], timeout=300)
+    rerun = run_cli(["extract", "--config", cfg, f"store={store}"], timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     assert f"{len(partial)} already present, {80 - len(partial)} extracted now" in rerun.stdout
     assert "spectra: " in rerun.stdout and "solved densely after failing" in rerun.stdout
@@ -90,7 +90,7 @@ def test_two_process_ddp_equals_one_process(tmp_path, records_file, reference_st
     store = tmp_path / "ddp"
     cfg = config_file(tmp_path, records_file)
     out = run_cli(
-        ["extract", "--config", cfg, "--store", str(store), "--devices", "2", "--strategy", "ddp"],
+        ["extract", "--config", cfg, f"store={store}", "trainer.devices=2", "trainer.strategy=ddp"],
         timeout=600,
     )
     assert out.returncode == 0, out.stderr
@@ -111,7 +111,7 @@ def test_store_with_other_settings_is_refused(reference_store):
 def test_rerun_with_a_changed_capture_option_is_refused(tmp_path, records_file, reference_store):
     cfg = config_file(tmp_path, records_file)
     out = run_cli(
-        ["extract", "--config", cfg, "--store", str(reference_store.path), "--heads", "mean"]
+        ["extract", "--config", cfg, f"store={reference_store.path}", "capture.heads=mean"]
     )
     assert out.returncode == 1
     assert (
@@ -177,7 +177,7 @@ def test_manifest_and_summary_count_the_solved_graphs(tmp_path, records_file, re
     solver = FeatureStore.open(reference_store.path).manifest["solver"]
     assert solver == {"graphs": graphs, "refined": 0, "fallbacks": 0, "accuracy": 1e-6}
     cfg = config_file(tmp_path, records_file)
-    out = run_cli(["extract", "--config", cfg, "--store", str(reference_store.path)])
+    out = run_cli(["extract", "--config", cfg, f"store={reference_store.path}"])
     assert out.returncode == 0, out.stderr
     assert FeatureStore.open(reference_store.path).manifest["solver"] == solver
 
