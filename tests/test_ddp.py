@@ -1,8 +1,9 @@
 """``train.py`` under 2-process CPU DDP: the extraction is shared, everything else is done once.
 
-The driver below runs ``probes train`` (what ``train.py`` runs) and logs, from every process, each write of
-``splits.json``, each W&B run it starts and each bundle it saves. Lightning's launcher starts
-the second process by running the same command line again, so the wrapping holds there too.
+The driver below runs ``probes train`` (what ``train.py`` runs) and logs, from every
+process, each write of ``splits.json``, each W&B run it starts and each bundle it saves.
+Lightning's launcher starts the second process by running the same command line again, so
+the wrapping holds there too.
 """
 
 from __future__ import annotations
