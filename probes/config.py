@@ -354,13 +354,15 @@ class WandbConfig(Options):
     """Weights & Biases logging."""
 
     #: ``offline`` (default: nothing leaves the machine; ``wandb sync`` uploads later),
-    #: ``online`` or ``disabled``.
+    #: ``online`` or ``disabled``. ``$WANDB_MODE`` overrides it; under a sweep agent the
+    #: default is ``online``.
     mode: str = "offline"
     #: W&B project of the runs.
     project: str = "probes"
     #: W&B entity (user or team); ``null`` for your default.
     entity: str | None = None
-    #: Log the feature store as an Artifact.
+    #: Upload the feature store's files with its artifact. Off (default): the store is
+    #: still logged, by reference (paths and checksums, nothing copied).
     log_store: bool = False
 
     def __post_init__(self) -> None:

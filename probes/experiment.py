@@ -213,7 +213,12 @@ def _run(cfg: ExperimentConfig, out_dir: Path, resolved: dict) -> dict:
     records = check_records(cfg)
     tracker = Tracker(cfg.wandb, cfg.name, out_dir, resolved)
     try:
-        store = extract(cfg.extract_config(), records=records).store
+        extraction = extract(cfg.extract_config(), records=records)
+        store = extraction.store
+        tracker.log_extraction(extraction.stats())
+        store_artifact = tracker.log_store(
+            store.path, f"store-{cfg.name}", _store_metadata(store), upload=cfg.wandb.log_store
+        )
         dm = FeatureDataModule(store)
         dm.setup()
         arrays = {s: dm.arrays(s) for s in SPLITS}
@@ -282,8 +287,18 @@ def _run(cfg: ExperimentConfig, out_dir: Path, resolved: dict) -> dict:
             "metrics": f"test split ({len(test.y)} records)",
         }
         bundles = out_dir / "bundles"
+        best = max(metrics, key=lambda n: metrics[n]["auroc"])  # of the evaluated AUROCs
         for path in export_all(fitted, store.manifest, split_metrics, resolved, bundles, split_fit):
-            tracker.log_artifact(path, f"scorer-{cfg.name}-{path.name}", "model")
+            meta = {
+                "scorer": path.name,
+                "store": store_artifact,
+                "fit": split_fit,
+                "test_metrics": _numeric(split_metrics[path.name]),
+                "evaluated_metrics": _numeric(metrics[path.name]),
+                "evaluation": evaluation["text"],
+            }
+            aliases = ["best"] if path.name == best else []
+            tracker.log_artifact(path, f"scorer-{cfg.name}-{path.name}", "model", meta, aliases)
         if cv is not None and cfg.eval.refit:
             refits = [crossval.refit(spec, dm.names, cv) for spec in cfg.scorers]
             refit_fit = {
@@ -294,7 +309,13 @@ def _run(cfg: ExperimentConfig, out_dir: Path, resolved: dict) -> dict:
             for path in export_all(
                 refits, store.manifest, metrics, resolved, out_dir / "bundles-refit", refit_fit
             ):
-                tracker.log_artifact(path, f"scorer-{cfg.name}-{path.name}-refit", "model")
+                meta = {
+                    "scorer": path.name,
+                    "store": store_artifact,
+                    "fit": refit_fit,
+                    "evaluated_metrics": _numeric(metrics[path.name]),
+                }
+                tracker.log_artifact(path, f"scorer-{cfg.name}-{path.name}-refit", "model", meta)
         prefix = "cv" if cv is not None else "test"
         tracker.log_results({n: _numeric(m) for n, m in metrics.items()}, prefix)
         if cv is not None:
@@ -302,12 +323,29 @@ def _run(cfg: ExperimentConfig, out_dir: Path, resolved: dict) -> dict:
             tracker.log_table("folds", cv.fold_rows)
         tracker.log_paired(paired, top)
         tracker.log_table("nested", nested)
+        tracker.log_table("layer_auroc", layer_rows)
+        tracker.log_table("confound_audit", audit_rows)
+        tracker.log_charts(y, probs, on)
         tracker.log_images(images)
-        if cfg.wandb.log_store:
-            tracker.log_artifact(store.path, f"store-{cfg.name}", "feature-store")
     finally:
         tracker.finish()
     return report
+
+
+def _store_metadata(store) -> dict:
+    """What a store artifact says of itself: model, capture, dataset and size."""
+    m = store.manifest
+    data = store.read()
+    return {
+        "model": {
+            k: m["model"].get(k) for k in ("name_or_path", "revision", "weights_hash", "dtype")
+        },
+        "capture": m["capture"],
+        "dataset": m["dataset"],
+        "records": len(data.ids),
+        "features": len(data.names),
+        "path": str(store.path),
+    }
 
 
 def cross_validate(

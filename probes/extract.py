@@ -163,6 +163,24 @@ class ExtractResult:
     is_global_zero: bool = True
     #: This run's graphs, and how their spectra's ends were solved (``probes.eigen``).
     solver: dict[str, int] = field(default_factory=dict)
+    #: Tokens read by this run.
+    tokens: int = 0
+
+    def stats(self) -> dict[str, float]:
+        """This run's numbers, for tracking: records, seconds, texts/s, tokens/s, solver
+        counts."""
+        rate = lambda n: n / self.seconds if self.seconds > 0 else 0.0  # noqa: E731
+        return {
+            "records": self.total,
+            "extracted": self.extracted,
+            "already_present": self.already_present,
+            "skipped": self.skipped,
+            "truncated": self.truncated,
+            "seconds": self.seconds,
+            "texts_per_s": rate(self.extracted),
+            "tokens_per_s": rate(self.tokens),
+            **{f"solver/{k}": v for k, v in self.solver.items()},
+        }
 
     def summary(self) -> str:
         """What was done, then the store's records per split with their class balance."""
@@ -297,6 +315,7 @@ def _extract_locked(cfg, records, capture, manifest, path, repair, start, traine
         seconds=time.perf_counter() - start,
         is_global_zero=trainer.is_global_zero,
         solver={k: stats[k] for k in SOLVER_COUNTS},
+        tokens=stats["tokens"],
     )
 
 

@@ -12,7 +12,12 @@ import pytest
 
 from probes.config import ConfigError, load_experiment
 from probes.data.splits import SPLITS
-from tests.wandb_offline import offline_history, offline_summary
+from tests.wandb_offline import (
+    offline_artifacts,
+    offline_history,
+    offline_summary,
+    offline_table,
+)
 
 ROOT = Path(__file__).parents[1]
 
@@ -105,9 +110,38 @@ def test_offline_wandb_run_holds_the_metrics(tiny_run):
     assert summary["headline/diff"] == pytest.approx(top["diff"])
     assert summary["headline/baseline"] == top["baseline"]
     logged = offline_history(run_dir)
-    for table in ("cv/comparison", "test/comparison", "folds", "paired", "nested", "headline"):
+    tables = ("cv/comparison", "test/comparison", "folds", "paired", "nested", "headline")
+    for table in (*tables, "layer_auroc", "confound_audit"):
         assert logged[f"{table}/_type"] == "table-file", table
     assert logged["folds/nrows"] == 8 * 8 and logged["headline/nrows"] == 1
+    # The per-layer map and the audit: the CSV rows, as tables.
+    for key in ("layer_auroc", "confound_audit"):
+        rows = list(csv.DictReader(open(folder / f"{key}.csv")))
+        table = offline_table(run_dir, key)
+        assert table["columns"] == list(rows[0]) and len(table["data"]) == len(rows)
+    # wandb.plot charts, one line per scorer.
+    for chart in ("roc", "pr", "calibration"):
+        table = offline_table(run_dir, f"charts/{chart}_table")
+        assert {r[table["columns"].index("lineKey")] for r in table["data"]} == set(
+            report["scorers"]
+        )
+    # Training curves under one key scheme.
+    assert any(k.startswith("curves/spectral_lr/train/loss") for k in logged)
+    assert summary["extract/records"] == 80 and summary["extract/tokens_per_s"] > 0
+    # Artifacts: the store, and every bundle with its metrics and the best one aliased.
+    artifacts = {a["name"]: a for a in offline_artifacts(run_dir)}
+    store = artifacts["store-tiny"]
+    assert store["type"] == "feature-store" and store["metadata"]["records"] == 80
+    bundles = {a["metadata"]["scorer"]: a for a in artifacts.values() if a["type"] == "model"}
+    assert set(report["scorers"]) <= set(bundles)
+    best = max(report["scorers"], key=lambda n: report["scorers"][n]["auroc"])
+    for name, a in bundles.items():
+        if a["name"].endswith("-refit"):
+            continue
+        assert a["metadata"]["store"] == "store-tiny"
+        want = report["split_scorers"][name]["auroc"]
+        assert a["metadata"]["test_metrics"]["auroc"] == pytest.approx(want)
+        assert ("best" in a["aliases"]) == (name == best), (name, a["aliases"])
 
 
 def test_experiment_files_override_the_shared_default():

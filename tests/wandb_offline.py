@@ -62,3 +62,27 @@ def _last_values(run_dir: Path, kind: str, items) -> dict:
             for item in items(record):
                 values[item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
     return values
+
+
+def offline_artifacts(run_dir: Path) -> list[dict]:
+    """Every artifact the run logged: ``name``, ``type``, ``aliases``, ``metadata``."""
+    (path,) = Path(run_dir).glob("run-*.wandb")
+    out = []
+    for record in records(path):
+        if record.WhichOneof("record_type") == "artifact":
+            a = record.artifact
+            out.append(
+                {
+                    "name": a.name,
+                    "type": a.type,
+                    "aliases": list(a.aliases),
+                    "metadata": json.loads(a.metadata) if a.metadata else {},
+                }
+            )
+    return out
+
+
+def offline_table(run_dir: Path, key: str) -> dict:
+    """The logged table ``key``: ``{"columns": [...], "data": [[...], ...]}``."""
+    path = offline_history(run_dir)[f"{key}/path"]
+    return json.loads((Path(run_dir) / "files" / path).read_text())
