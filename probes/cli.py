@@ -194,10 +194,17 @@ def _add_data_parser(sub) -> None:
 
 
 def _cmd_extract(args: argparse.Namespace) -> int:
-    from .config import ExtractConfig
+    from .config import ExperimentConfig, ExtractConfig
     from .extract import extract
 
-    cfg = load_config(ExtractConfig, args.config, args.overrides)
+    try:
+        cfg = load_config(ExtractConfig, args.config, args.overrides)
+    except ConfigError as err:
+        try:  # an experiment's config: its extraction part
+            cfg = load_config(ExperimentConfig, args.config, args.overrides).extract_config()
+        except ConfigError as other:
+            # Options only an experiment has: the file is one, and its own error says more.
+            raise (other if "known options of ExtractConfig" in str(err) else err) from None
     if _printed(args, cfg):
         return 0
     result = extract(cfg, repair=args.repair)

@@ -120,3 +120,13 @@ def test_every_option_is_validated_and_named():
             from_dict(ExperimentConfig, {"scorers": [spec]})
         checked += 1
     assert checked > 50
+
+
+def test_extract_reads_an_experiment_config(capsys):
+    import yaml
+
+    assert main(["extract", "--config", "tiny", "batch_size=2", "--print-config"]) == 0
+    resolved = yaml.safe_load(capsys.readouterr().out)
+    assert resolved["batch_size"] == 2 and "scorers" not in resolved  # its extraction part
+    assert main(["extract", "--config", "tiny", "capture.bad=1"]) == 1
+    assert "overrides capture.bad=1: unknown option(s) capture.bad" in capsys.readouterr().err
