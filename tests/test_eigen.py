@@ -124,9 +124,10 @@ def reference_ends(a: np.ndarray, kind: str, k: int) -> dict[str, list[float]]:
 @pytest.mark.integration
 def test_every_graph_of_twenty_real_texts_is_within_the_bound(tmp_path_factory, monkeypatch):
     """20 CHAMP texts of 64-1,024 tokens through the embedded model; every layer's head-mean
-    graph under the three Laplacians and every head's graph under ``sym`` and
-    ``combinatorial`` (``rw`` is solved through ``L_sym``, the same matrix): the mixed
-    solver's features against a dense float64 NumPy solve, within ``eigen.ACCURACY``."""
+    graph under the three Laplacians and every head's graph (of every third layer, in
+    rotation) under ``sym`` and ``combinatorial`` (``rw`` is solved through ``L_sym``, the
+    same matrix): the mixed solver's features against a dense float64 NumPy solve, within
+    ``eigen.ACCURACY``."""
     from probes.data import BUILDERS
     from probes.models import load_frozen
 
@@ -157,15 +158,16 @@ def test_every_graph_of_twenty_real_texts_is_within_the_bound(tmp_path_factory, 
 def _check_texts(lm, texts: list[list[int]], counts: dict) -> float:
     """The largest difference between the mixed solver's features and the reference."""
     worst = 0.0
-    for ids in texts:
+    for t, ids in enumerate(texts):
         with torch.inference_mode():
             out = lm.model(input_ids=torch.tensor([ids]), output_attentions=True, use_cache=False)
-        for attn in out.attentions:  # (1, H, T, T) per layer
+        for layer, attn in enumerate(out.attentions):  # (1, H, T, T) per layer
             A = attn[0].double()
-            for heads, kinds in (
-                ("mean", ("sym", "rw", "combinatorial")),
-                ("each", ("sym", "combinatorial")),
-            ):
+            # Every head-mean graph; the per-head graphs of every third layer, rotating
+            # with the text, so that each layer's heads are checked at about 7 lengths
+            # (the dense references of every head cost 3x the suite's time for this test).
+            per_head = (("each", ("sym", "combinatorial")),) if layer % 3 == t % 3 else ()
+            for heads, kinds in (("mean", ("sym", "rw", "combinatorial")), *per_head):
                 graphs = A.mean(dim=0, keepdim=True) if heads == "mean" else A
                 for kind in kinds:
                     # fiedler is always L_sym's: the sym run covers it

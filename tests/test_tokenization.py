@@ -109,11 +109,7 @@ def test_stores_and_bundles_record_the_contract_and_refuse_another(tmp_path, bos
         BundleError, match="tokenization.add_special_tokens: bundle False, model True"
     ):
         Scorer.load(path, model_identity=bos_lm.identity)
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).parents[1]))
-    from evaluate import on_store
+    from probes.evaluation import on_store
 
     with pytest.raises(BundleError, match="tokenization.prefix_ids: bundle \\[\\], store"):
         on_store([Scorer.load(path)], str(store.path), "train", 10, 0)
