@@ -287,7 +287,8 @@ def _run(cfg: ExperimentConfig, out_dir: Path, resolved: dict) -> dict:
             "metrics": f"test split ({len(test.y)} records)",
         }
         bundles = out_dir / "bundles"
-        best = max(metrics, key=lambda n: metrics[n]["auroc"])  # of the evaluated AUROCs
+        # The highest evaluated AUROC (an undefined one, NaN, never wins).
+        best = max(metrics, key=lambda n: np.nan_to_num(metrics[n]["auroc"], nan=-1.0))
         for path in export_all(fitted, store.manifest, split_metrics, resolved, bundles, split_fit):
             meta = {
                 "scorer": path.name,
@@ -333,17 +334,16 @@ def _run(cfg: ExperimentConfig, out_dir: Path, resolved: dict) -> dict:
 
 
 def _store_metadata(store) -> dict:
-    """What a store artifact says of itself: model, capture, dataset and size."""
+    """What a store artifact says of itself: model, capture, dataset and size (from the
+    manifest and the shard headers; no values are read)."""
     m = store.manifest
-    data = store.read()
+    keys = ("name_or_path", "revision", "weights_hash", "dtype")
     return {
-        "model": {
-            k: m["model"].get(k) for k in ("name_or_path", "revision", "weights_hash", "dtype")
-        },
+        "model": {k: m["model"].get(k) for k in keys},
         "capture": m["capture"],
         "dataset": m["dataset"],
-        "records": len(data.ids),
-        "features": len(data.names),
+        "records": len(store.done_ids()),
+        "features": len(m["feature_names"]),
         "path": str(store.path),
     }
 
