@@ -442,9 +442,12 @@ class SpectralCapture:
     def _count(self, jobs: list[_LayerJob]) -> None:
         """Add the solved jobs' graph counts to :attr:`solver_counts` (this thread only)."""
         for job in jobs:
-            self.solver_counts["graphs"] += job.graphs.shape[0]
-            for key in ("refined", "fallbacks"):
-                self.solver_counts[key] += job.counts.get(key, 0)
+            self._add_counts(job.graphs.shape[0], job.counts)
+
+    def _add_counts(self, graphs: int, counts: dict[str, int]) -> None:
+        self.solver_counts["graphs"] += graphs
+        for key in ("refined", "fallbacks"):
+            self.solver_counts[key] += counts.get(key, 0)
 
     def _raise_if_nonfinite(self) -> None:
         """Raise naming record, layer and head if any attention seen since the last check
@@ -475,9 +478,7 @@ class SpectralCapture:
             raise
         for job, row in zip(jobs, feats, strict=True):
             out[job.row, job.cols] = row
-        self.solver_counts["graphs"] += graphs.shape[0] * graphs.shape[1]
-        for key in ("refined", "fallbacks"):
-            self.solver_counts[key] += counts.get(key, 0)
+        self._add_counts(graphs.shape[0] * graphs.shape[1], counts)
 
     def _solve(self, job: _LayerJob) -> Tensor:
         """``(per_layer,)`` features of one pending layer."""
@@ -552,12 +553,11 @@ class SpectralCapture:
                 a = attn[b, :, s:n, s:n]  # (H, n - s, n - s)
                 # A per-head sum carries any NaN or inf (attention is bounded, so it cannot
                 # overflow) without a (H, T, T) boolean copy; read later, once per batch.
-                self._finite_checks.append((t.id, layer, ~torch.isfinite(a.sum(dim=(-2, -1)))))
+                # The diagonal families' column sums are that sum's first half: one pass.
+                colsum = a.sum(dim=-2, dtype=torch.float64)  # (H, n - s)
+                self._finite_checks.append((t.id, layer, ~torch.isfinite(colsum.sum(dim=-1))))
                 if self._has_diagonal:  # (H, n - s) each, float64, on the model's device
-                    diagonals[b, layer] = (
-                        a.diagonal(dim1=-2, dim2=-1).double(),
-                        a.sum(dim=-2, dtype=torch.float64),
-                    )
+                    diagonals[b, layer] = (a.diagonal(dim1=-2, dim2=-1).double(), colsum)
                 if graphs_wanted:
                     graphs = reduce_heads(a, self.cfg)  # (G, n - s, n - s), owned
                     x = self._signal(hidden, b, s, n, layer) if self._needs_hidden else None

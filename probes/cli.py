@@ -241,7 +241,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         n_boot=args.n_boot,
         seed=args.seed,
         batch_size=args.batch_size,
-        device=args.device or "auto",
+        device=args.device,
         dtype=args.dtype,
     )
     print(comparison_table(result["scorers"]))
@@ -439,7 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--batch-size", dest="batch_size", type=int, default=4)
     ev.add_argument("--json", help="write {scorers, paired} here")
-    _add_device_options(ev, "with --data: ")
+    _add_device_options(ev, "with --data: ", default_device="auto")
     ev.set_defaults(func=_cmd_evaluate)
     sc = sub.add_parser("score", help="score new texts with an exported scorer bundle")
     sc.add_argument("--scorer", required=True, help="bundle folder (scorer.json + weights)")

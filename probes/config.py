@@ -636,8 +636,3 @@ def _fits(value: Any, tp: Any) -> bool:
     if dataclasses.is_dataclass(tp):
         return isinstance(value, tp | Mapping)
     return isinstance(value, tp)
-
-
-def load_yaml(path: str | Path, cls: type[T]) -> T:
-    """Read ``cls`` from a YAML file; errors name the file and the option."""
-    return load_config(cls, path)

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from . import spectral as sp
+from .eigen import extreme_eigvals
 
 STEP_FEATURES = (
     "received",
@@ -38,12 +39,13 @@ STEP_FEATURES = (
 )
 
 
-def _fiedler(W: Tensor) -> Tensor:
-    """``lambda_2`` of ``L_sym`` of ``W`` ``(n, n)``; 0 below two nodes."""
-    if W.shape[-1] < 2:
-        return W.new_zeros(())
-    vals = sp.clamp_spectrum(torch.linalg.eigvalsh(sp.symmetric_laplacian(W, "sym")))
-    return vals[1]
+def _fiedler(A: Tensor) -> Tensor:
+    """``lambda_2`` of ``L_sym`` of ``(A + A^T) / 2`` for a causal block ``A`` ``(n, n)``
+    (the capture's solver on the Laplacian's lower triangle); 0 below two nodes."""
+    if A.shape[-1] < 2:
+        return A.new_zeros(())
+    L = sp.causal_laplacian_lower(A.unsqueeze(0), "sym")
+    return sp.clamp_spectrum(extreme_eigvals(L, 2, 0).low)[0, 1]
 
 
 def step_features(A: Tensor, spans: Sequence[tuple[int, int]]) -> Tensor:
@@ -61,7 +63,6 @@ def step_features(A: Tensor, spans: Sequence[tuple[int, int]]) -> Tensor:
     """
     A = A.to(torch.float64)
     T = A.shape[-1]
-    W = sp.symmetrize(A)
     diag = sp.causal_laplacian_lower(A, "sym").diagonal()
     out = torch.full((len(spans), len(STEP_FEATURES)), float("nan"), dtype=torch.float64)
     previous = A.new_zeros(())
@@ -69,13 +70,13 @@ def step_features(A: Tensor, spans: Sequence[tuple[int, int]]) -> Tensor:
         if b <= a:
             continue
         received = A[b:, a:b].sum(dim=-1).mean() if b < T else A.new_tensor(float("nan"))
-        prefix = _fiedler(W[:b, :b])
+        prefix = _fiedler(A[:b, :b])
         out[k] = torch.stack(
             [
                 received,
                 received / (b - a),
                 diag[a:b].mean(),
-                _fiedler(W[a:b, a:b]),
+                _fiedler(A[a:b, a:b]),
                 prefix,
                 prefix - previous,
             ]

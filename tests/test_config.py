@@ -2,14 +2,14 @@ from __future__ import annotations
 
 import pytest
 
-from probes.config import CaptureConfig, ConfigError, InspectConfig, from_dict, load_yaml
+from probes.config import CaptureConfig, ConfigError, InspectConfig, from_dict, load_config
 
 
 def test_unknown_option_is_named(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("capture:\n  lapacian: sym\n")
     with pytest.raises(ConfigError, match=r"c.yaml: unknown option\(s\) capture.lapacian"):
-        load_yaml(path, InspectConfig)
+        load_config(InspectConfig, path)
 
 
 def test_bad_value_is_named():
@@ -22,7 +22,7 @@ def test_bad_value_is_named():
 def test_yaml_lists_become_tuples_and_round_trip(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("model:\n  name_or_path: tiny-gpt2\ncapture:\n  layers: [0, 2]\n")
-    cfg = load_yaml(path, InspectConfig)
+    cfg = load_config(InspectConfig, path)
     assert cfg.capture.layers == (0, 2) and cfg.model.name_or_path == "tiny-gpt2"
     assert CaptureConfig(**cfg.capture.to_dict()) == cfg.capture
 
@@ -31,7 +31,7 @@ def test_shipped_configs_load():
     from pathlib import Path
 
     for path in sorted(Path(__file__).parents[1].glob("configs/inspect*.yaml")):
-        load_yaml(path, InspectConfig)
+        load_config(InspectConfig, path)
 
 
 def test_base_files_chain_and_a_loop_is_named(tmp_path):

@@ -4,6 +4,7 @@ as package data, ``probes train`` is the entry point, overrides are key=value.""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -15,9 +16,14 @@ ROOT = Path(__file__).parents[1]
 def test_a_built_wheel_trains_a_packaged_config_from_an_empty_folder(tmp_path):
     dist, target, work = tmp_path / "dist", tmp_path / "site", tmp_path / "empty"
     work.mkdir()
+    # Built from a copy: setuptools writes build/ beside the sources, and a stale build/lib
+    # in the checkout would leak old modules into later wheels.
+    source = tmp_path / "source"
+    skip = (".venv", ".git", "build", "results", "runs", "stores", "*.egg-info", "__pycache__")
+    shutil.copytree(ROOT, source, symlinks=True, ignore=shutil.ignore_patterns(*skip))
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
     build = subprocess.run(
-        [*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(dist), str(ROOT)],
+        [*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(dist), str(source)],
         capture_output=True,
         text=True,
         timeout=600,
