@@ -25,6 +25,7 @@ from probes.experiment import (
     run_experiment,
     truncation_line,
 )
+from probes.stepeval import paired_text, step_table
 
 EXPERIMENTS = (
     "gsm-perturb",
@@ -36,7 +37,59 @@ EXPERIMENTS = (
     "generate",
     "generate-heads",
 )
+#: Experiments with per-step features: their section is the step localisation (their
+#: solution-level tables repeat those of the experiment they are based on).
+STEP_EXPERIMENTS = ("gsm-perturb-steps", "gsm-perturb-local-steps", "champ-steps")
 MARK = "<!-- generated below by benchmarks/report.py -->"
+
+
+def step_section(name: str, folder: Path) -> str:
+    """The localisation tables of one experiment with per-step features."""
+    steps = json.loads((folder / "metrics.json").read_text())["steps"]
+    cv = "fold" in steps["evaluation"]
+    lines = [
+        f"## {name}",
+        "",
+        steps["evaluation"].replace("step evaluation: ", "Step localisation, evaluated on: ")
+        + ". Each metric with its 95% grouped bootstrap interval; `step_auroc`: the first wrong"
+        " step against the correct steps before it; `step_auroc_all`: against those and every"
+        " step of the valid solutions; `top1`/`top3` over the invalid solutions;"
+        " ProcessBench's F1 at the threshold chosen on each fit's calib split; the solution"
+        " AUROC of the aggregated P(valid).",
+        "",
+        "```",
+        step_table(steps["scorers"]),
+        "```",
+        "",
+        "```",
+        paired_text(steps["paired"]),
+        "```",
+        "",
+        "ProcessBench's two accuracies (invalid: exactly the labelled step; valid: no flag):",
+        "",
+        "| scorer | acc invalid | acc valid |",
+        "| --- | --- | --- |",
+        *[
+            f"| {k} | {m['pb_acc_invalid']:.3f} [{m['pb_acc_invalid_lo']:.3f}, "
+            f"{m['pb_acc_invalid_hi']:.3f}] | {m['pb_acc_valid']:.3f} "
+            f"[{m['pb_acc_valid_lo']:.3f}, {m['pb_acc_valid_hi']:.3f}] |"
+            for k, m in steps["scorers"].items()
+        ],
+        "",
+    ]
+    if cv:
+        lines += [
+            "<details><summary>The single split's test records (what the exported step "
+            "bundles carry)</summary>",
+            "",
+            "```",
+            step_table(steps["split_scorers"]),
+            "```",
+            "",
+            "</details>",
+            "",
+        ]
+    return "\n".join(lines)
 
 
 def section(name: str, folder: Path, docs: Path) -> str:
@@ -168,14 +221,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--experiments", nargs="+", default=list(EXPERIMENTS))
+    parser.add_argument(
+        "--experiments",
+        nargs="+",
+        default=[*EXPERIMENTS, *STEP_EXPERIMENTS],
+        help="the sections to (re)generate; the others already in the report are kept",
+    )
     parser.add_argument("--out", default="docs/results.md")
     parser.add_argument(
         "--no-run", action="store_true", help="only rewrite the report from results/ as it is"
     )
     args = parser.parse_args()
     out = Path(args.out)
-    sections = []
+    head, kept = "# Results\n\n", {}
+    if out.exists():
+        head, _, generated = out.read_text().partition(MARK)
+        kept = split_sections(generated)
     for name in args.experiments:
         cfg = load_experiment(Path("configs") / f"{name}.yaml")
         root = Path(cfg.results_dir) / cfg.name
@@ -183,10 +244,28 @@ def main() -> None:
             run_experiment(cfg)
         elif not (root / "latest" / "metrics.json").is_file():
             raise SystemExit(f"{root} holds no successful run: run without --no-run first")
-        sections.append(section(name, resolve_run(root), out.parent))
-    head = out.read_text().split(MARK)[0] if out.exists() else "# Results\n\n"
-    out.write_text(head + MARK + "\n\n" + "\n".join(sections))
+        folder = resolve_run(root)
+        is_steps = name in STEP_EXPERIMENTS
+        kept[name] = step_section(name, folder) if is_steps else section(name, folder, out.parent)
+    order = [*EXPERIMENTS, *STEP_EXPERIMENTS]
+    names = sorted(kept, key=lambda n: order.index(n) if n in order else len(order))
+    out.write_text(head + MARK + "\n\n" + "\n".join(kept[n].rstrip("\n") + "\n" for n in names))
     print(f"wrote {out}")
+
+
+def split_sections(generated: str) -> dict[str, str]:
+    """The generated part of the report, by section (``## <name>`` up to the next)."""
+    out, name, lines = {}, None, []
+    for line in generated.splitlines():
+        if line.startswith("## "):
+            if name is not None:
+                out[name] = "\n".join(lines) + "\n"
+            name, lines = line[3:].strip(), [line]
+        elif name is not None:
+            lines.append(line)
+    if name is not None:
+        out[name] = "\n".join(lines) + "\n"
+    return out
 
 
 if __name__ == "__main__":

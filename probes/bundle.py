@@ -39,6 +39,7 @@ from . import jsonio
 from .atomic import atomic_path, atomic_write_text
 from .data.records import Record
 from .errors import BundleError, ConfigError
+from .steps import STEP_POSITION, positions
 
 #: 2: ``integrity`` checksums. Version 1 bundles (no checksums) are refused: re-export them.
 FORMAT_VERSION = 2
@@ -60,6 +61,13 @@ class ScoredTexts:
     n_tokens: np.ndarray
     truncated: np.ndarray
     skipped: np.ndarray
+    #: A step bundle's per-step output: for each text, one ``{"step", "start", "end",
+    #: "p_wrong"}`` per step of its solution (characters of the solution; ``p_wrong`` NaN
+    #: for a step cut off by truncation). ``None`` for a solution scorer.
+    steps: list[list[dict]] | None = None
+    #: A step bundle's ProcessBench call per text: the first step whose ``p_wrong`` reaches
+    #: the bundle's threshold, ``None`` for "all steps correct" (or a skipped text).
+    first_flagged: list[int | None] | None = None
 
 
 @dataclass
@@ -87,11 +95,47 @@ class Scorer:
     def feature_names(self) -> list[str]:
         return list(self.meta["feature_names"])
 
+    @property
+    def is_step(self) -> bool:
+        """A step scorer (``kind: step``): P(step wrong) per step, P(valid) from the steps."""
+        return self.meta["kind"] == "step"
+
+    # -- scoring precomputed step features ----------------------------------------------------
+
+    def step_contributions(self, X: np.ndarray, names: list[str] | None = None) -> np.ndarray:
+        """``(M, F)`` each feature's term of the logit of P(step wrong), ``w_j (x_j -
+        mean_j) / std_j / T``, for step features ``X (M, F')`` (a missing value is read as
+        the train mean, ``impute``, and adds 0)."""
+        X = self._columns(X, names)
+        t = {k: v.numpy() for k, v in self.tensors.items()}
+        X = np.where(np.isnan(X), t["impute"], X)
+        return (X - t["mean"]) / t["std"] * t["weight"] / self.meta["temperature"]
+
+    def step_logit_features(self, X: np.ndarray, names: list[str] | None = None) -> np.ndarray:
+        """``(M,)`` logits of P(step wrong) of a step bundle from step features ``X (M, F')``:
+        the sum of :meth:`step_contributions` and the bias."""
+        bias = float(self.tensors["bias"][0]) / self.meta["temperature"]
+        return self.step_contributions(X, names).sum(axis=1) + bias
+
+    def solution_proba_from_steps(self, step_logits: Sequence[np.ndarray]) -> np.ndarray:
+        """``(R,)`` P(valid) of ``R`` solutions from their steps' logits: the Platt map of
+        the most suspicious step's logit (NaN without a read step)."""
+        from .estimators.step import aggregate
+
+        st = self.meta["steps"]
+        s = aggregate(step_logits)
+        return 1 / (1 + np.exp(-(st["solution_coef"] * s + st["solution_intercept"])))
+
     # -- scoring precomputed features -------------------------------------------------------
 
     def predict_proba_features(self, X: np.ndarray, names: list[str] | None = None) -> np.ndarray:
         """``(N, 2)`` from features ``X (N, F')``; ``names`` (a store's feature names) select
         and order this scorer's columns, and must contain all of them."""
+        if self.is_step:
+            raise BundleError(
+                f"{self.meta['name']!r} is a step scorer: it scores a solution's steps, not "
+                "its text features; use Scorer.score on texts (probes score --steps)"
+            )
         X = self._columns(X, names)
         t = self.tensors
         if "calib_scores" in t:
@@ -154,8 +198,12 @@ class Scorer:
                 )
             )
             check_model(self.meta, lm.identity)  # the tokenizer must still read as it did
-            capture = SpectralCapture(lm, CaptureConfig(**self.meta["capture"]))
-            missing = [n for n in self.feature_names if n not in capture.names]
+            options = dict(self.meta["capture"])
+            if not self.is_step:  # a solution scorer from a store with steps needs none
+                options.pop("steps", None), options.pop("step_layers", None)
+            capture = SpectralCapture(lm, CaptureConfig(**options))
+            produced = capture.names + capture.step_names + [STEP_POSITION]
+            missing = [n for n in self.feature_names if n not in produced]
             if missing:
                 raise BundleError(f"the capture config does not produce {missing[:3]}...")
             self._capture = capture
@@ -180,8 +228,11 @@ class Scorer:
     def score(
         self, texts: Sequence[str | Record], batch_size: int = 4, progress: bool = False
     ) -> ScoredTexts:
-        """P(valid), decisions and length flags of texts or records (see :meth:`features`)."""
+        """P(valid), decisions and length flags of texts or records (see :meth:`features`);
+        a step bundle adds each step's P(wrong) (:attr:`ScoredTexts.steps`)."""
         ex = self.features(texts, batch_size, progress)
+        if self.is_step:
+            return self._score_steps(ex)
         keep = ~ex.skipped.numpy()
         p = np.full(len(texts), np.nan)
         d = np.full(len(texts), -1, dtype=np.int64)
@@ -190,6 +241,57 @@ class Scorer:
             p[keep] = self.predict_proba_features(X, ex.names)[:, 1]
             d[keep] = self.predict_features(X, ex.names)
         return ScoredTexts(p, d, ex.n_tokens.numpy(), ex.truncated.numpy(), ~keep)
+
+    @staticmethod
+    def step_inputs(ex) -> tuple[list[str], list[np.ndarray], list[np.ndarray]]:
+        """A step bundle's inputs from an extraction with step tables: the column names
+        (the capture's step features, then :data:`probes.steps.STEP_POSITION`), and per text
+        ``X (S, Fs + 1)`` and ``read (S,)`` (False: the step was cut off by truncation)."""
+        names = [*ex.step_names, STEP_POSITION]
+        Xs, reads = [], []
+        for rows, spans in zip(ex.step_values, ex.steps, strict=True):
+            S = len(spans)
+            pos = positions(np.arange(S), np.full(S, S))
+            Xs.append(np.concatenate([rows.numpy().reshape(S, -1), pos[:, None]], axis=1))
+            reads.append(np.array([sp.stop > sp.first for sp in spans], dtype=bool))
+        return names, Xs, reads
+
+    def _score_steps(self, ex) -> ScoredTexts:
+        """A step bundle's scores of an extraction with step tables."""
+        from .stepmetrics import first_flagged
+
+        names, Xs, reads = self.step_inputs(ex)
+        logits, steps, flagged = [], [], []
+        for X, read, spans, skipped in zip(Xs, reads, ex.steps, ex.skipped, strict=True):
+            z = np.full(len(spans), np.nan)
+            if read.any() and not skipped:
+                z[read] = self.step_logit_features(X[read], names)
+            p = 1 / (1 + np.exp(-z))
+            logits.append(z)
+            steps.append(
+                [
+                    {"step": k, "start": sp.start, "end": sp.end, "p_wrong": float(p[k])}
+                    for k, sp in enumerate(spans)
+                ]
+            )
+            flagged.append(None if skipped else first_flagged(p, self.meta["threshold"]))
+        p_valid = self.solution_proba_from_steps(logits)
+        decision = np.array(
+            [
+                -1 if np.isnan(pv) else int(f is None)
+                for pv, f in zip(p_valid, flagged, strict=True)
+            ],
+            dtype=np.int64,
+        )
+        return ScoredTexts(
+            p_valid,
+            decision,
+            ex.n_tokens.numpy(),
+            ex.truncated.numpy(),
+            ex.skipped.numpy() | np.isnan(p_valid),
+            steps=steps,
+            first_flagged=flagged,
+        )
 
     def predict_proba(self, texts: Sequence[str | Record], batch_size: int = 4) -> np.ndarray:
         """``(N, 2)`` for raw texts or records: loads the frozen model and runs the same
@@ -361,8 +463,18 @@ def validate(meta: dict, tensors: dict[str, torch.Tensor], where: str = "bundle"
         from_dict(CaptureConfig, meta["capture"], "capture")
     except ConfigError as err:
         raise BundleError(f"{where}: scorer.json {err}") from None
-    if meta["kind"] not in ("threshold", "logistic"):
-        raise BundleError(f"{where}: kind must be 'threshold' or 'logistic', got {meta['kind']!r}")
+    if meta["kind"] not in ("threshold", "logistic", "step"):
+        raise BundleError(
+            f"{where}: kind must be 'threshold', 'logistic' or 'step', got {meta['kind']!r}"
+        )
+    if meta["kind"] == "step":
+        st = meta.get("steps")
+        if not isinstance(st, dict) or meta["capture"].get("steps") is None:
+            raise BundleError(f"{where}: a step scorer needs 'steps' and capture.steps")
+        _number(st, "solution_coef", where)
+        _number(st, "solution_intercept", where)
+        if "impute" not in tensors or tuple(tensors["impute"].shape) != (len(names),):
+            raise BundleError(f"{where}: a step scorer needs tensor 'impute' of shape (F,)")
     if meta["decision"] not in ("probability", "feature"):
         raise BundleError(
             f"{where}: decision must be 'probability' or 'feature', got {meta['decision']!r}"
@@ -420,6 +532,60 @@ def check_model(meta: dict, identity: dict, other: str = "model") -> None:
         )
 
 
+def _meta(name, kind, model, capture, names, metrics, config, fit) -> dict[str, Any]:
+    """What every bundle's ``scorer.json`` says of itself, before its scorer's own entries."""
+    from . import __version__
+
+    return {
+        "format_version": FORMAT_VERSION,
+        "probes_version": __version__,
+        "name": name,
+        "kind": kind,
+        "model": model,
+        "capture": capture,
+        "feature_names": list(names),
+        "test_metrics": metrics or {},
+        "fit": fit or {},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "config": config or {},
+    }
+
+
+def from_step_scorer(
+    scorer,
+    name: str,
+    names: list[str],
+    model: dict,
+    capture: dict,
+    metrics: dict | None = None,
+    config: dict | None = None,
+    fit: dict | None = None,
+) -> Scorer:
+    """A step :class:`Scorer` (``kind: step``) from a fitted
+    :class:`probes.estimators.step.StepScorer` on the step features ``names``."""
+    f64 = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float64)  # noqa: E731
+    meta = _meta(name, "step", model, capture, names, metrics, config, fit)
+    meta |= {
+        "decision": "probability",
+        # ProcessBench's threshold on P(step wrong); "never flag" (inf) is stored as 1.
+        "threshold": float(min(scorer.threshold_, 1.0)),
+        "temperature": float(scorer.temperature_),
+        "steps": {
+            "aggregate": "max_logit",
+            "solution_coef": float(scorer.solution_coef_),
+            "solution_intercept": float(scorer.solution_intercept_),
+        },
+    }
+    tensors = {
+        "mean": f64(scorer.mean_),
+        "std": f64(scorer.std_),
+        "weight": f64(scorer.weight_),
+        "bias": f64([scorer.bias_]),
+        "impute": f64(scorer.impute_),
+    }
+    return Scorer(meta, tensors)
+
+
 def from_fitted(
     fitted,
     model: dict,
@@ -430,23 +596,11 @@ def from_fitted(
 ) -> Scorer:
     """A :class:`Scorer` from an experiment's fitted scorer; ``metrics`` are its measured
     quality and ``fit`` says what it was fitted, calibrated and measured on."""
-    from . import __version__
     from .estimators import LogisticCalibrator, ThresholdBaseline
 
     m = fitted.model
-    meta = {
-        "format_version": FORMAT_VERSION,
-        "probes_version": __version__,
-        "name": fitted.spec.name,
-        "kind": fitted.spec.kind,
-        "model": model,
-        "capture": capture,
-        "feature_names": list(fitted.names),
-        "test_metrics": metrics or {},
-        "fit": fit or {},
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "config": config or {},
-    }
+    spec = fitted.spec
+    meta = _meta(spec.name, spec.kind, model, capture, fitted.names, metrics, config, fit)
     if isinstance(m, LogisticCalibrator):
         tensors = {
             "mean": torch.as_tensor(m.mean_, dtype=torch.float64),

@@ -28,7 +28,14 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .config import CaptureConfig, ConfigError
-from .confounds import CONFOUND_NAMES, length_confounds, token_confounds
+from .confounds import (
+    CONFOUND_NAMES,
+    STEP_CONFOUNDS,
+    length_confounds,
+    step_confounds,
+    token_confounds,
+    token_scores,
+)
 from .errors import ProbesError
 from .features import (
     HeadDiagonals,
@@ -41,6 +48,7 @@ from .features import (
 )
 from .models import EAGER_FIX, AttentionUnavailableError, FrozenLM, find_final_norm
 from .spectral import NegativeEigenvalueError
+from .stepfeatures import STEP_FEATURES, step_features
 from .threads import lapack_threads, torch_threads
 from .tokens import TextTooLongError, Tokenized, tokenize_records, tokenize_texts
 
@@ -64,6 +72,11 @@ class Extraction:
         n_tokens: ``(N,)`` tokens read per text (after truncation; 0 when skipped).
         truncated: ``(N,)`` bool, the text was cut at ``max_tokens``.
         skipped: ``(N,)`` bool, the text was longer than ``max_tokens`` under ``overflow: skip``.
+        step_names: ``Fs`` per-step feature names, ``step/<feature>/Lxx`` then
+            ``step_confound/*`` (empty without ``CaptureConfig.steps``).
+        step_values: ``N`` tensors ``(S_i, Fs)`` float64, one row per step of text ``i``
+            (in :attr:`steps` order; NaN for a step cut off by truncation).
+        steps: ``N`` tuples of :class:`probes.steps.StepSpan`.
     """
 
     ids: list[str]
@@ -72,6 +85,9 @@ class Extraction:
     n_tokens: Tensor
     truncated: Tensor
     skipped: Tensor
+    step_names: list[str] = field(default_factory=list)
+    step_values: list[Tensor] = field(default_factory=list)
+    steps: list[tuple] = field(default_factory=list)
 
     def column(self, name: str) -> Tensor:
         """``(N,)`` values of one feature."""
@@ -109,6 +125,31 @@ class _LayerJob:
     def nbytes(self) -> int:
         extra = 0 if self.hidden is None else self.hidden.numel() * self.hidden.element_size()
         return self.graphs.numel() * self.graphs.element_size() + extra
+
+
+@dataclass
+class _StepJob:
+    """One text's layer, waiting for its per-step features."""
+
+    row: int
+    cols: slice  # the layer's columns in the text's step rows
+    record: str
+    layer: int
+    graph: Tensor  # (n, n) float64 head-mean attention over the analysed span
+    spans: list[tuple[int, int]]  # each step's tokens [first, stop) in the span
+
+    @property
+    def nbytes(self) -> int:
+        return self.graph.numel() * self.graph.element_size()
+
+    def solve(self) -> Tensor:
+        """``(S, len(STEP_FEATURES))`` on the CPU."""
+        try:
+            return step_features(self.graph.cpu(), self.spans)
+        except NegativeEigenvalueError as err:
+            raise SpectrumError(
+                f"record {self.record!r}, layer {self.layer}, step features: {err}"
+            ) from err
 
 
 @contextlib.contextmanager
@@ -201,14 +242,28 @@ class SpectralCapture:
         # The diagonal families read every requested layer and, for LapEigvals' cross-layer
         # graph, the next one: those layers are hooked too (for their diagonals only).
         self._hooked = sorted(set(self.layers))
+        self._diag_hooked = set(self._hooked)
         if any(f.needs_next_layer for f in self.families):
             if lm.n_layers < 2:
                 raise ConfigError("family 'lapeig' spans layers: the model has only one")
             extra = {i + 1 for i in self.layers if i + 1 < lm.n_layers}
             self._hooked = sorted(set(self.layers) | extra)
+            self._diag_hooked = set(self._hooked)
         width = lm.model.config.get_text_config().hidden_size if self.probe_layer is not None else 0
         self.probe_names = [f"hidden_mean/L{self.probe_layer:02d}/k{i:03d}" for i in range(width)]
         self.names = self.spectral_names + self.probe_names + list(CONFOUND_NAMES)
+        self.step_layers: list[int] = []
+        if cfg.steps is not None:
+            wanted = self.layers if cfg.step_layers == "all" else cfg.step_layers
+            self.step_layers = resolve_layers(wanted, lm.n_layers, "step_layers")
+            # Hooked for their step features only: no diagonals kept from them.
+            self._diag_hooked = set(self._hooked)
+            self._hooked = sorted(set(self._hooked) | set(self.step_layers))
+        self.step_names = [
+            f"step/{name}/L{layer:02d}" for layer in self.step_layers for name in STEP_FEATURES
+        ]
+        if cfg.steps is not None:
+            self.step_names += list(STEP_CONFOUNDS)
         self._per_layer = len(self.spectral_names) // max(1, len(self.layers))
         self._needs_hidden = any(f.needs_hidden for f in self.families)
         positions = lm.max_positions
@@ -258,6 +313,7 @@ class SpectralCapture:
             self.cfg.span,
             self.max_tokens,
             self.cfg.overflow,
+            self.cfg.steps,
         )
         return self._extract_tokens(toks, [r.id for r in records], batch_size, progress)
 
@@ -266,6 +322,7 @@ class SpectralCapture:
     ) -> Extraction:
         N, F = len(toks), len(self.names)
         values = torch.full((N, F), float("nan"), dtype=torch.float64)
+        step_values = [self._empty_steps(t) for t in toks]
         # Longest first: batches of similar lengths waste little on padding.
         order = sorted(
             (i for i, t in enumerate(toks) if not t.skipped), key=lambda i: -len(toks[i].ids)
@@ -275,7 +332,9 @@ class SpectralCapture:
         start, n_tok = time.perf_counter(), 0
         for b in range(0, len(order), batch_size):
             batch = order[b : b + batch_size]
-            values[batch] = self._forward([toks[i] for i in batch])
+            values[batch], steps = self._forward([toks[i] for i in batch])
+            for i, rows in zip(batch, steps, strict=True):
+                step_values[i] = rows
             n_tok += sum(len(toks[i].ids) for i in batch)
             bar.update(len(batch))
             elapsed = max(time.perf_counter() - start, 1e-9)
@@ -288,18 +347,29 @@ class SpectralCapture:
             n_tokens=torch.tensor([len(t.ids) for t in toks], dtype=torch.long),
             truncated=torch.tensor([t.truncated for t in toks]),
             skipped=torch.tensor([t.skipped for t in toks]),
+            step_names=list(self.step_names),
+            step_values=step_values,
+            steps=[t.steps for t in toks],
         )
 
-    def features_of(self, tokens: Sequence[Tokenized]) -> Tensor:
-        """``(B, F)`` features of already tokenized texts; skipped ones give NaN rows."""
+    def _empty_steps(self, t: Tokenized) -> Tensor:
+        """``(S, Fs)`` NaN step rows of a text (a skipped one keeps these)."""
+        return torch.full((len(t.steps), len(self.step_names)), float("nan"), dtype=torch.float64)
+
+    def features_of(self, tokens: Sequence[Tokenized]) -> tuple[Tensor, list[Tensor]]:
+        """Features of already tokenized texts: ``(B, F)`` rows and ``B`` step tables
+        ``(S_i, Fs)``; skipped texts give NaN rows."""
         out = torch.full((len(tokens), len(self.names)), float("nan"), dtype=torch.float64)
+        steps = [self._empty_steps(t) for t in tokens]
         keep = [i for i, t in enumerate(tokens) if not t.skipped]
         if keep:
-            out[keep] = self._forward([tokens[i] for i in keep])
-        return out
+            out[keep], kept = self._forward([tokens[i] for i in keep])
+            for i, rows in zip(keep, kept, strict=True):
+                steps[i] = rows
+        return out, steps
 
-    def _forward(self, batch: list[Tokenized]) -> Tensor:
-        """``(B, F)`` features of one right-padded batch."""
+    def _forward(self, batch: list[Tokenized]) -> tuple[Tensor, list[Tensor]]:
+        """``(B, F)`` features and ``B`` step tables ``(S_b, Fs)`` of one right-padded batch."""
         device = self.lm.device
         T = max(len(t.ids) for t in batch)
         pad = self.lm.tokenizer.pad_token_id
@@ -310,13 +380,14 @@ class SpectralCapture:
             mask[b, : len(t.ids)] = 1
         width = len(self.spectral_names) + len(self.probe_names)
         out = torch.empty((len(batch), width + len(CONFOUND_NAMES)), dtype=torch.float64)
-        pending: list[_LayerJob] = []
+        step_out = [self._empty_steps(t) for t in batch]
+        pending: list[_LayerJob | _StepJob] = []
         diagonals: dict[tuple[int, int], tuple[Tensor, Tensor]] = {}
         self._finite_checks.clear()
         head = self.lm.model.get_output_embeddings() if self._head_blocks else None
         seen: dict[str, Tensor] = {}
         with (
-            self._hooks(batch, out, pending, diagonals),
+            self._hooks(batch, out, step_out, pending, diagonals),
             _last_position_only(head, seen),
             torch.inference_mode(),
         ):
@@ -330,18 +401,27 @@ class SpectralCapture:
         if self._has_diagonal:
             self._diagonal_features(batch, diagonals, out)
 
-        def confounds(b: int, t: Tokenized) -> Tensor:
+        def confounds(b: int, t: Tokenized) -> tuple[Tensor, Tensor]:
+            """The text's ``(7,)`` confounds and its steps' ``(S, 3)``."""
             n = len(t.ids)
             if rows is None:
                 text_logits = logits[b, :n]  # (n, V)
             else:
                 text_logits = partial(rows, b)  # blocks of positions, (block, V) at a time
-            tok = token_confounds(text_logits, input_ids[b, :n], t.span_start)  # (4,)
-            return torch.cat([tok, length_confounds(t)])  # (7,)
+            first = max(t.span_start, 1)
+            logp, ent = token_scores(text_logits, input_ids[b, :n], first)  # (n - first,)
+            tok = token_confounds(logp, ent, n - t.span_start)  # (4,)
+            spans = [(t.span_start + a, t.span_start + z) for _, _, a, z in t.steps]
+            return torch.cat([tok, length_confounds(t)]), step_confounds(logp, ent, spans, first)
 
-        tasks = [(b, slice(width, None), partial(confounds, b, t)) for b, t in enumerate(batch)]
-        self._run(tasks, pending, out)
-        return out
+        def write(b: int, result: tuple[Tensor, Tensor]) -> None:
+            out[b, width:] = result[0]
+            if self.step_names:
+                step_out[b][:, -len(STEP_CONFOUNDS) :] = result[1]
+
+        tasks = [(partial(confounds, b, t), partial(write, b)) for b, t in enumerate(batch)]
+        self._run(tasks, pending, out, step_out)
+        return out, step_out
 
     def _head_rows(self, head, seen: dict, logits: Tensor):
         """``rows(b, positions) -> (n, V)`` logits computed from the LM head's input, or
@@ -402,15 +482,17 @@ class SpectralCapture:
                     stats, self.families
                 )
 
-    def _run(self, tasks: list[tuple[int, slice, Callable[[], Tensor]]], pending, out) -> None:
+    def _run(self, tasks: list[tuple[Callable, Callable]], pending, out, step_out) -> None:
         """Run ``tasks`` and solve every pending layer, ``eig_workers`` at a time.
 
-        A task ``(row, cols, fn)`` fills ``out[row, cols]`` with ``fn()``. Only this thread
-        writes ``out``: under Lightning's predict loop it is an inference tensor, which other
-        threads (outside inference mode) may not modify.
+        A task ``(fn, write)`` calls ``write(fn())``: ``fn`` runs on a solver thread,
+        ``write`` on this one. Only this thread writes ``out`` and ``step_out``: under
+        Lightning's predict loop they are inference tensors, which other threads (outside
+        inference mode) may not modify.
         """
         self._raise_if_nonfinite()
-        jobs = list(pending)
+        steps = [job for job in pending if isinstance(job, _StepJob)]
+        jobs = [job for job in pending if not isinstance(job, _StepJob)]
         pending.clear()
         # On a GPU the graphs never leave it: those of one size (a text's layers, heads)
         # are solved in one batched call, here, and read back once.
@@ -418,11 +500,14 @@ class SpectralCapture:
         for bucket in _by_shape(stacked):
             self._solve_stacked(bucket, out)
         rest = [job for job in jobs if not (self.batched and job.hidden is None)]
-        tasks = tasks + [(job.row, job.cols, partial(self._solve, job)) for job in rest]
+        tasks = tasks + [
+            (partial(self._solve, job), _writer(out, job.row, job.cols)) for job in rest
+        ]
+        tasks += [(job.solve, _writer(step_out[job.row], slice(None), job.cols)) for job in steps]
         if self.eig_workers == 1:
             with torch_threads(self.eig_threads):
-                for row, cols, fn in tasks:
-                    out[row, cols] = fn()
+                for fn, write in tasks:
+                    write(fn())
             self._count(rest)
             return
         if self._pool is None:
@@ -434,9 +519,9 @@ class SpectralCapture:
             )
         # Held here, on the thread that may set OpenBLAS's limit (probes.threads).
         with lapack_threads(1):
-            futures = [self._pool.submit(fn) for _, _, fn in tasks]
-            for (row, cols, _), future in zip(tasks, futures, strict=True):
-                out[row, cols] = future.result()  # re-raises the first error, in task order
+            futures = [self._pool.submit(fn) for fn, _ in tasks]
+            for (_, write), future in zip(tasks, futures, strict=True):
+                write(future.result())  # re-raises the first error, in task order
         self._count(rest)
 
     def _count(self, jobs: list[_LayerJob]) -> None:
@@ -502,7 +587,7 @@ class SpectralCapture:
         return {**self.__dict__, "_pool": None}
 
     @contextlib.contextmanager
-    def _hooks(self, batch: list[Tokenized], out: Tensor, pending: list, diagonals: dict):
+    def _hooks(self, batch: list[Tokenized], out: Tensor, step_out: list, pending, diagonals):
         """Install the per-layer hooks; always removed, even when the forward pass fails."""
         handles = []
         slots = {layer: slot for slot, layer in enumerate(self.layers)}
@@ -510,7 +595,9 @@ class SpectralCapture:
             stash: dict[str, Tensor] = {}
             attn_mod = self.lm.attention_module(layer)
             handles.append(attn_mod.register_forward_hook(_stash_attention(stash, layer)))
-            hook = self._layer_hook(stash, layer, slots.get(layer), batch, out, pending, diagonals)
+            hook = self._layer_hook(
+                stash, layer, slots.get(layer), batch, out, step_out, pending, diagonals
+            )
             handles.append(self.lm.layers[layer].register_forward_hook(hook))
         if self.probe_layer is not None:
             cols = slice(len(self.spectral_names), len(self.spectral_names) + len(self.probe_names))
@@ -537,13 +624,19 @@ class SpectralCapture:
             x = norm(x.unsqueeze(0))[0]
         return x.clone()
 
-    def _layer_hook(self, stash, layer, slot, batch, out: Tensor, pending: list, diagonals):
+    def _layer_hook(self, stash, layer, slot, batch, out, step_out, pending: list, diagonals):
         """``slot`` is the layer's place among the requested layers (``None``: hooked only
-        for its diagonals, which the previous layer's LapEigvals graph needs)."""
+        for its diagonals, which the previous layer's LapEigvals graph needs, or for its
+        step features)."""
         graphs_wanted = slot is not None and self._has_graph
         if slot is not None:
             start = slot * self._per_layer
             cols = slice(start, start + self._graph_width)
+        steps_wanted = layer in self.step_layers
+        keep_diagonals = self._has_diagonal and layer in self._diag_hooked
+        if steps_wanted:
+            at = self.step_layers.index(layer) * len(STEP_FEATURES)
+            step_cols = slice(at, at + len(STEP_FEATURES))
 
         def hook(module, args, output):
             attn = stash.pop("attn")  # (B, H, T, T); dropped when this hook returns
@@ -556,16 +649,29 @@ class SpectralCapture:
                 # The diagonal families' column sums are that sum's first half: one pass.
                 colsum = a.sum(dim=-2, dtype=torch.float64)  # (H, n - s)
                 self._finite_checks.append((t.id, layer, ~torch.isfinite(colsum.sum(dim=-1))))
-                if self._has_diagonal:  # (H, n - s) each, float64, on the model's device
+                if keep_diagonals:  # (H, n - s) each, float64, on the model's device
                     diagonals[b, layer] = (a.diagonal(dim1=-2, dim2=-1).double(), colsum)
                 if graphs_wanted:
                     graphs = reduce_heads(a, self.cfg)  # (G, n - s, n - s), owned
                     x = self._signal(hidden, b, s, n, layer) if self._needs_hidden else None
                     pending.append(_LayerJob(b, cols, t.id, layer, graphs, x))
+                if steps_wanted and t.steps:
+                    graph = a.mean(dim=0, dtype=torch.float64)  # (n - s, n - s), owned
+                    spans = [(first, stop) for _, _, first, stop in t.steps]
+                    pending.append(_StepJob(b, step_cols, t.id, layer, graph, spans))
             if sum(job.nbytes for job in pending) > self.pending_bytes:
-                self._run([], pending, out)
+                self._run([], pending, out, step_out)
 
         return hook
+
+
+def _writer(dest: Tensor, *index) -> Callable[[Tensor], None]:
+    """``write(value)``: ``dest[index] = value`` (on the thread that calls it)."""
+
+    def write(value: Tensor) -> None:
+        dest[index] = value
+
+    return write
 
 
 def _by_shape(jobs: list[_LayerJob]) -> list[list[_LayerJob]]:

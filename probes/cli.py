@@ -253,6 +253,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from . import jsonio
     from .atomic import atomic_lines, refuse_overwrite
     from .bundle import Scorer
@@ -261,6 +263,12 @@ def _cmd_score(args: argparse.Namespace) -> int:
 
     refuse_overwrite(args.output, args.input)
     scorer = Scorer.load(args.scorer, device=args.device, dtype=args.dtype)
+    if args.steps and not scorer.is_step:
+        raise ConfigError(
+            f"--steps: {args.scorer} is a solution scorer ({scorer.meta['kind']}); per-step "
+            "output needs a step scorer (an experiment's bundles-steps/<name>, from a store "
+            "extracted with capture.steps)"
+        )
     problems: list[str] | None = None if args.strict else []
     records = load_records(
         args.input, _parse_mapping(args.mapping), require_label=False, problems=problems
@@ -286,6 +294,12 @@ def _cmd_score(args: argparse.Namespace) -> int:
         }
         if skipped:
             entry["skipped_reason"] = "longer than the bundle's max_tokens"
+        if args.steps:
+            entry["first_flagged"] = result.first_flagged[i]
+            entry["steps"] = [
+                {**st, "p_wrong": None if np.isnan(st["p_wrong"]) else st["p_wrong"]}
+                for st in result.steps[i]
+            ]
         lines.append(jsonio.dumps(entry))
     atomic_lines(args.output, lines)
     n_skip, n_trunc = int(result.skipped.sum()), int(result.truncated.sum())
@@ -315,6 +329,37 @@ def _with_solution_span(records: list, problems: list[str] | None) -> list:
     return kept
 
 
+def _cmd_show(args: argparse.Namespace) -> int:
+    from .bundle import Scorer
+    from .data import load_records
+    from .errors import DataError
+    from .show import record_views, write_pages
+
+    scorer = Scorer.load(args.scorer, device=args.device, dtype=args.dtype)
+    if not scorer.is_step:
+        raise ConfigError(
+            f"--scorer: {args.scorer} is a solution scorer ({scorer.meta['kind']}); probes "
+            "show needs a step scorer (an experiment's bundles-steps/<name>)"
+        )
+    problems: list[str] = []
+    records = load_records(
+        args.input, _parse_mapping(args.mapping), require_label=False, problems=problems
+    )
+    records = _with_solution_span(records, problems)
+    for message in problems:
+        print(f"probes show: skipped {message}", file=sys.stderr)
+    if args.limit:
+        records = records[: args.limit]
+    if not records:
+        raise DataError(f"{args.input}: no records with a solution to show")
+    views = record_views(scorer, records, args.batch_size, progress=True)
+    title = f"{scorer.meta['name']} on {args.input}"
+    paths = write_pages(views, args.out, title)
+    where = paths[0] if len(paths) == 1 else f"{len(paths)} pages in {args.out}"
+    print(f"showed {len(records)} records -> {where}")
+    return 0
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
     from .bundle import Scorer
     from .experiment import resolve_run
@@ -322,6 +367,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
     run = resolve_run(args.results)
     folder = run / ("bundles-refit" if args.refit else "bundles")
     source = folder / args.scorer
+    if not source.is_dir() and not args.refit and (run / "bundles-steps" / args.scorer).is_dir():
+        folder, source = run / "bundles-steps", run / "bundles-steps" / args.scorer
     if not source.is_dir():
         if args.refit and not folder.is_dir():
             raise ConfigError(
@@ -457,15 +504,42 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--mapping", help="field=column pairs for your own data")
     sc.add_argument("--batch-size", dest="batch_size", type=int, default=4)
     sc.add_argument("--strict", action="store_true", help="stop at the first bad record")
+    sc.add_argument(
+        "--steps",
+        action="store_true",
+        help="with a step scorer: also write each step's character span in the solution and "
+        "P(wrong), and first_flagged (the first step at the scorer's threshold, or null)",
+    )
     _add_device_options(sc, default_device="auto")
     sc.set_defaults(func=_cmd_score)
+    sh = sub.add_parser(
+        "show",
+        help="HTML pages of a step scorer's view: steps shaded by P(wrong), the labelled "
+        "error marked, the per-layer curve of the most suspect step",
+    )
+    sh.add_argument("--scorer", required=True, help="a step scorer bundle (bundles-steps/...)")
+    sh.add_argument("--input", required=True, help="records (.jsonl/.csv/.parquet or HF dataset)")
+    sh.add_argument(
+        "--out",
+        required=True,
+        help="a .html file (one page of every record) or a folder (one page per record)",
+    )
+    sh.add_argument("--mapping", help="field=column pairs for your own data")
+    sh.add_argument("--limit", type=int, default=0, help="the first N records only")
+    sh.add_argument("--batch-size", dest="batch_size", type=int, default=4)
+    _add_device_options(sh, default_device="auto")
+    sh.set_defaults(func=_cmd_show)
     ex = sub.add_parser("export", help="copy a finished experiment's scorer bundle elsewhere")
     ex.add_argument(
         "--results",
         required=True,
         help="an experiment's results folder (its latest successful run) or one run folder",
     )
-    ex.add_argument("--scorer", required=True, help="scorer name (e.g. spectral_lr)")
+    ex.add_argument(
+        "--scorer",
+        required=True,
+        help="scorer name (e.g. spectral_lr, or a step scorer such as step_spectral)",
+    )
     ex.add_argument("--out", required=True, help="destination folder")
     ex.add_argument(
         "--refit",

@@ -21,6 +21,9 @@ import yaml
 from .errors import ConfigError
 from .spectral import LAPLACIAN_KINDS
 
+#: How a solution is cut into steps (``probes.steps.segment``).
+STEP_MODES = ("lines", "sentences")
+
 
 def _choice(option: str, value: Any, choices: tuple[str, ...]) -> None:
     if value not in choices:
@@ -117,10 +120,18 @@ class CaptureConfig(Options):
     #: baseline (``hidden_mean/Lxx/kNNN``, one column per hidden unit): an index, ``middle``,
     #: or ``null`` for none.
     probe_layer: int | str | None = "middle"
+    #: Per-step features (``probes.stepfeatures``) and confounds, stored beside the text's
+    #: row as a second table keyed by record and step: ``null`` (none), ``lines`` or
+    #: ``sentences``, the segmentation of ``probes.steps.segment``.
+    steps: str | None = None
+    #: Layers whose head-mean attention gives the per-step features: ``"all"`` (every layer
+    #: in ``layers``) or a list of indices. Each step costs a Fiedler value of its prefix on
+    #: each of them, so a few layers keep long solutions affordable.
+    step_layers: str | tuple[int, ...] = "all"
 
     def __post_init__(self) -> None:
         # Lists from YAML become tuples so that the config stays hashable and frozen.
-        for name in ("layers", "families"):
+        for name in ("layers", "families", "step_layers"):
             value = getattr(self, name)
             if isinstance(value, list):
                 object.__setattr__(self, name, tuple(value))
@@ -136,6 +147,20 @@ class CaptureConfig(Options):
             )
         if not isinstance(self.layers, str) and not all(isinstance(i, int) for i in self.layers):
             raise ConfigError(f"option 'layers': expected a list of ints, got {self.layers!r}")
+        if self.steps is not None:
+            _choice("steps", self.steps, STEP_MODES)
+        if self.steps is None and self.step_layers != "all":
+            raise ConfigError("option 'step_layers' is set, but 'steps' is null: set steps too")
+        if isinstance(self.step_layers, str) and self.step_layers != "all":
+            raise ConfigError(
+                f"option 'step_layers': expected 'all' or a list of ints, got {self.step_layers!r}"
+            )
+        if not isinstance(self.step_layers, str) and not all(
+            isinstance(i, int) for i in self.step_layers
+        ):
+            raise ConfigError(
+                f"option 'step_layers': expected a list of ints, got {self.step_layers!r}"
+            )
         if not isinstance(self.k, int) or self.k < 1:
             raise ConfigError(f"option 'k': expected an int >= 1, got {self.k!r}")
         if not isinstance(self.max_tokens, int) or self.max_tokens < 2:
@@ -148,6 +173,14 @@ class CaptureConfig(Options):
             raise ConfigError(
                 f"option 'hfer_fraction': expected a value in (0, 1], got {self.hfer_fraction!r}"
             )
+
+    def identity(self) -> dict[str, Any]:
+        """The config as a feature store's manifest records it: without the step options
+        when ``steps`` is off, so that stores made before they existed keep their names."""
+        out = self.to_dict()
+        if self.steps is None:
+            out.pop("steps"), out.pop("step_layers")
+        return out
 
 
 @dataclass(frozen=True)

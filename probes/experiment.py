@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 import yaml
 
-from . import analysis, compare, crossval, jsonio, plots
+from . import analysis, compare, crossval, jsonio, plots, stepeval
 from .atomic import atomic_write_text
-from .bundle import from_fitted
+from .bundle import from_fitted, from_step_scorer
 from .config import ExperimentConfig, ScorerSpec
 from .data.records import write_jsonl
 from .data.sources import load_records
@@ -33,7 +33,7 @@ from .data.splits import SPLITS, check_splits
 from .devices import resolve_device
 from .errors import ConfigError, DataError
 from .extract import extract
-from .featuredata import FeatureDataModule, SplitArrays
+from .featuredata import FeatureDataModule, SplitArrays, select_features
 from .fitting import FittedScorer, fit_scorer
 from .metrics import evaluate_scores
 from .store import is_rank_zero
@@ -204,6 +204,11 @@ def run_experiment(cfg: ExperimentConfig) -> dict[str, dict[str, float]]:
     if report["nested"]:
         print(compare.nested_table(report["nested"]))
     print(report["headline_text"])
+    if "steps" in report:
+        steps = report["steps"]
+        print(steps["evaluation"])
+        print(stepeval.step_table(steps["scorers"]))
+        print(stepeval.paired_text(steps["paired"]))
     print(f"results: {out_dir} (also {root / 'latest'})")
     return report["scorers"]
 
@@ -271,6 +276,8 @@ def _run(cfg: ExperimentConfig, out_dir: Path, resolved: dict) -> dict:
             "scorers": metrics,
             "split_scorers": split_metrics,
         }
+        if store.step_names:
+            report["steps"] = run_steps(cfg, store, tracker, out_dir, resolved, store_artifact)
         jsonio.write_json(out_dir / "metrics.json", report)
         _write_csv(out_dir / "layer_auroc.csv", layer_rows)
         _write_csv(out_dir / "confound_audit.csv", audit_rows)
@@ -331,6 +338,60 @@ def _run(cfg: ExperimentConfig, out_dir: Path, resolved: dict) -> dict:
     finally:
         tracker.finish()
     return report
+
+
+def run_steps(cfg: ExperimentConfig, store, tracker: Tracker, out_dir: Path, resolved, artifact):
+    """Step localisation (``probes.stepeval``) on a store with a step table: every step
+    scorer and baseline evaluated as ``eval.cv`` says, ``step_predictions.csv``, and the
+    logistic step scorers of the single split exported to ``bundles-steps/<name>``."""
+    data = store.read()
+    arrays, names = stepeval.store_step_arrays(data, cfg.seed)
+    splits = [
+        s for s, skipped in zip(data.splits, data.skipped.tolist(), strict=True) if not skipped
+    ]
+    result = stepeval.evaluate_steps(
+        arrays,
+        names,
+        splits,
+        cfg.eval.cv,
+        cfg.data.fractions,
+        cfg.data.seed,
+        cfg.n_boot,
+        logger_for=lambda name: tracker.lightning_logger(f"steps/{name}"),
+    )
+    _write_csv(out_dir / "step_predictions.csv", result["predictions"])
+    n = {s: int((np.asarray(splits) == s).sum()) for s in SPLITS}
+    fit = {
+        "fitted_on": f"train split ({n['train']} records, their labelled steps)",
+        "calibrated_on": f"calib split ({n['calib']} records)",
+        "metrics": f"test split ({n['test']} records)",
+    }
+    manifest = store.manifest
+    for spec in stepeval.STEP_SCORERS:
+        if spec.kind != "logistic":
+            continue
+        cols = [names[i] for i in select_features(names, spec.select)]
+        row = _numeric(result["split_scorers"][spec.name])
+        bundle = from_step_scorer(
+            result["fitted"][spec.name],
+            spec.name,
+            cols,
+            manifest["model"],
+            manifest["capture"],
+            row,
+            resolved,
+            fit,
+        )
+        path = bundle.save(out_dir / "bundles-steps" / spec.name)
+        meta = {"scorer": spec.name, "store": artifact, "fit": fit, "test_metrics": row}
+        tracker.log_artifact(path, f"step-scorer-{cfg.name}-{spec.name}", "model", meta)
+    prefix = "steps/cv" if "fold" in result["evaluation"] else "steps/test"
+    tracker.log_summary(
+        {f"{prefix}/{s}/{k}": v for s, row in result["scorers"].items() for k, v in row.items()}
+    )
+    tracker.log_table("step_metrics", [{"scorer": s, **m} for s, m in result["scorers"].items()])
+    tracker.log_table("step_paired", [{"metric": m, **row} for m, row in result["paired"].items()])
+    return {k: v for k, v in result.items() if k not in ("fitted", "predictions")}
 
 
 def _store_metadata(store) -> dict:

@@ -27,6 +27,7 @@ from .devices import process_device, processes_per_node, trainer_placement
 from .eigen import ACCURACY
 from .errors import ConfigError
 from .models import load_frozen
+from .steps import step_labels
 from .store import (
     SOLVER_COUNTS,
     FeatureStore,
@@ -50,8 +51,10 @@ class ExtractionModule(L.LightningModule):
         super().__init__()
         self.capture = capture
 
-    def predict_step(self, batch: list[TextItem], batch_idx: int) -> torch.Tensor:
-        return self.capture.features_of([item.tokens for item in batch])  # (B, F)
+    def predict_step(self, batch: list[TextItem], batch_idx: int) -> dict[str, Any]:
+        """``values`` ``(B, F)`` and ``steps``, ``B`` step tables ``(S_b, Fs)``."""
+        values, steps = self.capture.features_of([item.tokens for item in batch])
+        return {"values": values, "steps": steps}
 
 
 class PendingDataModule(TextDataModule):
@@ -86,6 +89,7 @@ class StoreWriter(BasePredictionWriter):
         self.store, self.shard_size = store, shard_size
         self.run = run or new_run_tag()
         self._rows: list[torch.Tensor] = []
+        self._steps: list[torch.Tensor] = []
         self._items: list[TextItem] = []
         self._seq = 0
         self.stats = {"records": 0, "tokens": 0, "skipped": 0, "truncated": 0}
@@ -95,7 +99,8 @@ class StoreWriter(BasePredictionWriter):
     def write_on_batch_end(
         self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0
     ):
-        self._rows.append(prediction.cpu())
+        self._rows.append(prediction["values"].cpu())
+        self._steps.extend(rows.cpu() for rows in prediction["steps"])
         self._items.extend(batch)
         self.stats.update(pl_module.capture.solver_counts)  # this rank's totals so far
         for item in batch:
@@ -125,9 +130,11 @@ class StoreWriter(BasePredictionWriter):
             "groups": [it.record.group for it in items],
             "splits": [it.split for it in items],
         }
+        if self.store.step_names:
+            rows |= step_rows(items, self._steps)
         self.store.write_shard(self.run, rank, self._seq, rows, index)
         self._seq += 1
-        self._rows, self._items = [], []
+        self._rows, self._steps, self._items = [], [], []
 
     def throughput(self) -> dict[str, str]:
         elapsed = max(time.perf_counter() - self._start, 1e-9)
@@ -135,6 +142,27 @@ class StoreWriter(BasePredictionWriter):
             "texts_s": f"{self.stats['records'] / elapsed:.2f}",
             "tokens_s": f"{self.stats['tokens'] / elapsed:.0f}",
         }
+
+
+def step_rows(items: Sequence[TextItem], tables: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The shard's step table (``probes.store.STEP_KEYS``) of ``n`` records' step tables
+    ``(S_i, Fs)``: ``step_values`` ``(M, Fs)``, ``step_record`` ``(M,)`` (the record's row in
+    the shard), ``step_spans`` ``(M, 4)`` (:class:`probes.steps.StepSpan`) and
+    ``step_labels`` ``(M,)`` (:func:`probes.steps.step_labels`)."""
+    spans = [list(it.tokens.steps) for it in items]
+    return {
+        "step_values": torch.cat([t.double() for t in tables]),
+        "step_record": torch.tensor(
+            [row for row, s in enumerate(spans) for _ in s], dtype=torch.long
+        ),
+        "step_spans": torch.tensor([list(x) for s in spans for x in s], dtype=torch.long).view(
+            -1, 4
+        ),
+        "step_labels": torch.tensor(
+            [y for it, s in zip(items, spans, strict=True) for y in step_labels(it.record, s)],
+            dtype=torch.long,
+        ),
+    }
 
 
 class ThroughputBar(TQDMProgressBar):
@@ -193,6 +221,14 @@ class ExtractResult:
             f"{self.truncated} truncated) in {self.seconds:.1f} s ({rate:.2f} texts/s)",
             f"{len(data.names)} features per record; families: {', '.join(families)}",
         ]
+        if data.steps is not None:
+            t = data.steps
+            read = int((t.spans[:, 3] > t.spans[:, 2]).sum())
+            lines.append(
+                f"step table: {len(t.labels)} steps ({read} read, the others cut off by "
+                f"truncation), {len(t.names)} features per step; {int((t.labels == 1).sum())} "
+                "labelled first wrong steps"
+            )
         if self.solver.get("graphs"):
             s = self.solver
             lines.append(
@@ -253,10 +289,12 @@ def extract(
     dataset = dataset_fingerprint(records, cfg.data.fractions, cfg.data.seed)
     manifest = {
         "model": lm.identity,
-        "capture": cfg.capture.to_dict(),
+        "capture": cfg.capture.identity(),
         "dataset": dataset,
         "feature_names": capture.names,
     }
+    if capture.step_names:
+        manifest["step_feature_names"] = capture.step_names
     path = Path(cfg.store) if cfg.store else default_store_path(cfg, manifest)
     placement = trainer_placement(device, processes)
     with store_lock(path):
@@ -279,6 +317,7 @@ def _extract_locked(cfg, records, capture, manifest, path, repair, start, traine
         max_tokens=capture.max_tokens,
         overflow=cfg.capture.overflow,
         span=cfg.capture.span,
+        steps=cfg.capture.steps,
         fractions=cfg.data.fractions,
         seed=cfg.data.seed,
         split_file=store.path / "splits.json",

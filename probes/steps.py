@@ -19,11 +19,16 @@ The labels map onto steps:
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, NamedTuple
 
-from .data.records import Record
+import numpy as np
 
-STEP_MODES = ("lines", "sentences")
+from .config import STEP_MODES
+
+if TYPE_CHECKING:  # probes.data imports probes.tokens, which imports this module
+    from .data.records import Record
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=\S)")
 _EQUATION_END = re.compile(r"(?<=[^\s,;])\s*[,;]\s+(?=\S)")
 
@@ -38,6 +43,17 @@ class Step:
 
     def holds(self, offset: int) -> bool:
         return self.start <= offset < self.end
+
+
+class StepSpan(NamedTuple):
+    """One step as the capture reads it: ``start``, ``end`` characters of the solution, and
+    ``first``, ``stop`` tokens of the analysed span (``stop <= first``: not read, cut off by
+    truncation)."""
+
+    start: int
+    end: int
+    first: int
+    stop: int
 
 
 def segment(solution: str, mode: str = "lines") -> list[Step]:
@@ -149,3 +165,76 @@ def token_spans(
         hits = [t for t, (s, e) in enumerate(offsets) if e > s and s < hi and e > lo]
         spans.append((hits[0], hits[-1] + 1) if hits else (0, 0))
     return spans
+
+
+def step_spans(
+    text: str,
+    offsets: list[tuple[int, int]],
+    solution_start: int | None,
+    span_start: int,
+    n_read: int,
+    mode: str,
+) -> tuple[StepSpan, ...]:
+    """The steps of the solution in ``text`` with their token spans in the analysed span.
+
+    Args:
+        text: the text the model reads; its solution starts at ``solution_start`` (``None``:
+            no solution, no steps).
+        offsets: every token's character span in ``text``.
+        span_start: the analysed span's first token.
+        n_read: tokens read (after truncation): later steps are cut or not read.
+        mode: :func:`segment`'s mode.
+    """
+    if solution_start is None:
+        return ()
+    steps = segment(text[solution_start:], mode)
+    out = []
+    for step, (a, b) in zip(steps, token_spans(offsets, steps, solution_start), strict=True):
+        a, b = max(a, span_start), min(b, n_read)
+        out.append(StepSpan(step.start, step.end, a - span_start, max(a, b) - span_start))
+    return tuple(out)
+
+
+#: Step labels: the first wrong step, a step known correct, a step of unknown status.
+WRONG, CORRECT, UNKNOWN = 1, 0, -1
+
+
+def step_labels(record: Record, steps: Sequence[StepSpan | Step]) -> list[int]:
+    """Each step's label: :data:`WRONG` for the first wrong step, :data:`CORRECT` for a step
+    before it and every step of a valid solution, :data:`UNKNOWN` after it (a step after
+    the first error may or may not be wrong) and on an invalid solution without a step
+    annotation, or of an unlabelled record.
+
+    Example:
+        >>> from probes.data.records import Record
+        >>> r = Record("r", 0, "g", problem="?", solution="a\\nb\\nc",
+        ...            meta={"first_wrong_step": {"start": 2}})
+        >>> step_labels(r, segment(r.solution))
+        [0, 1, -1]
+    """
+    as_steps = [Step(i, s.start, s.end) for i, s in enumerate(steps)]
+    if record.label is None:
+        return [UNKNOWN] * len(as_steps)
+    if record.label == 1:
+        return [CORRECT] * len(as_steps)
+    wrong = wrong_step(record, as_steps)
+    if wrong is None:
+        return [UNKNOWN] * len(as_steps)
+    return [
+        CORRECT if i < wrong else WRONG if i == wrong else UNKNOWN for i in range(len(as_steps))
+    ]
+
+
+#: The derived step column ``k / (S - 1)`` (:func:`positions`), read beside the capture's
+#: step features by the step scorers that may know where a step sits.
+STEP_POSITION = "step_confound/position"
+
+
+def positions(step: np.ndarray, n_steps: np.ndarray) -> np.ndarray:
+    """``(M,)`` relative position ``k / (S - 1)`` of step ``k`` of ``S`` (0 when ``S = 1``).
+
+    Example:
+        >>> positions(np.array([0, 1, 2, 0]), np.array([3, 3, 3, 1]))
+        array([0. , 0.5, 1. , 0. ])
+    """
+    return np.where(n_steps > 1, step / np.maximum(n_steps - 1, 1), 0.0)

@@ -6,14 +6,18 @@ A store is a folder::
                                      feature names, format version
     shards/<run>-r<rank>-<seq>.safetensors
                                      values (n, F) float64, n_tokens (n,), truncated (n,),
-                                     skipped (n,); metadata: ids, labels, groups, splits (JSON)
+                                     skipped (n,); metadata: ids, labels, groups, splits (JSON);
+                                     with per-step features, the step table of the same
+                                     records: step_values (M, Fs) float64, step_record (M,)
+                                     (the record's row), step_spans (M, 4), step_labels (M,)
     index.json                       the merged index, rewritten after each extraction
     quarantine/                      shards set aside by ``--repair`` (never deleted)
     .lock                            held by the extraction that writes the store
 
 Each shard is written to a temporary file and renamed into place, so a shard either exists
-whole or not at all: after Ctrl-C or ``kill -9`` a rerun extracts only the records that no
-shard holds. Ranks of a distributed run write their own shards; reading merges them.
+whole or not at all (with both tables: a record's steps are never stored without it): after
+Ctrl-C or ``kill -9`` a rerun extracts only the records that no shard holds. Ranks of a
+distributed run write their own shards; reading merges them.
 
 Each shard carries, in its header, the sha256 of its tensors (names, dtypes, shapes, bytes)
 and of its index entries (ids, labels, groups, splits); every read recomputes it. A damaged,
@@ -52,6 +56,8 @@ from .errors import ConfigError, StoreError
 FORMAT_VERSION = 1
 INDEX_KEYS = ("ids", "labels", "groups", "splits")
 TENSOR_KEYS = ("values", "n_tokens", "truncated", "skipped")
+#: The step table's tensors, in stores with per-step features (``step_feature_names``).
+STEP_KEYS = ("step_values", "step_record", "step_spans", "step_labels")
 
 
 class StoreMismatchError(ConfigError):
@@ -124,6 +130,30 @@ class StoredFeatures:
     n_tokens: torch.Tensor  # (N,) long
     truncated: torch.Tensor  # (N,) bool
     skipped: torch.Tensor  # (N,) bool
+    steps: StepTable | None = None  # per-step features, when the store has them
+
+
+@dataclass
+class StepTable:
+    """The per-step table of a store: ``M`` steps, keyed by record and step, sorted by record
+    id (as :class:`StoredFeatures`) and step.
+
+    Attributes:
+        record: ``(M,)`` long, the step's record as a row of :class:`StoredFeatures`.
+        step: ``(M,)`` long, the step's index in its solution.
+        spans: ``(M, 4)`` long: characters ``start, end`` of the solution, tokens
+            ``first, stop`` of the analysed span (``stop <= first``: not read).
+        labels: ``(M,)`` long, :func:`probes.steps.step_labels` (1 wrong, 0 correct, -1
+            unknown).
+        values: ``(M, Fs)`` float64.
+    """
+
+    names: list[str]
+    record: torch.Tensor
+    step: torch.Tensor
+    spans: torch.Tensor
+    labels: torch.Tensor
+    values: torch.Tensor
 
 
 #: What ``manifest.json``'s ``solver`` entry counts, over every extraction run of a store.
@@ -183,6 +213,14 @@ class FeatureStore:
     def names(self) -> list[str]:
         return list(self.manifest["feature_names"])
 
+    @property
+    def step_names(self) -> list[str]:
+        """Per-step feature names; empty for a store without per-step features."""
+        return list(self.manifest.get("step_feature_names", []))
+
+    def _tensor_keys(self) -> set[str]:
+        return set(TENSOR_KEYS) | (set(STEP_KEYS) if self.step_names else set())
+
     def shard_paths(self) -> list[Path]:
         return sorted((self.path / "shards").glob("*.safetensors"))
 
@@ -208,6 +246,10 @@ class FeatureStore:
         if rows["values"].shape[1] != len(self.names):
             raise StoreError(
                 f"shard has {rows['values'].shape[1]} features, store has {len(self.names)}"
+            )
+        if set(rows) != self._tensor_keys():
+            raise StoreError(
+                f"shard tensors {sorted(rows)}, store needs {sorted(self._tensor_keys())}"
             )
         final = self.path / "shards" / f"{run}-r{rank:03d}-{seq:05d}.safetensors"
         if final.exists():  # never replace a shard: its records would be lost
@@ -241,7 +283,7 @@ class FeatureStore:
                 tensors = {k: f.get_tensor(k) for k in f.keys()}
         except Exception as err:  # safetensors raises its own types for truncated files
             raise bad(f"damaged shard, cannot be read ({err})") from None
-        if not raw or not set(INDEX_KEYS) <= set(raw) or set(tensors) != set(TENSOR_KEYS):
+        if not raw or not set(INDEX_KEYS) <= set(raw) or set(tensors) != self._tensor_keys():
             raise bad("not a shard of this store (foreign file: no shard index or tensors)")
         index = {k: raw[k] for k in INDEX_KEYS}
         has_checksum = "sha256" in raw
@@ -252,9 +294,11 @@ class FeatureStore:
         except json.JSONDecodeError:
             raise bad("damaged shard (its index is not JSON)") from None
         n = len(meta["ids"])
-        lengths = [len(v) for v in meta.values()] + [len(t) for t in tensors.values()]
+        lengths = [len(v) for v in meta.values()] + [len(tensors[k]) for k in TENSOR_KEYS]
         if any(m != n for m in lengths) or tensors["values"].shape[1:] != (len(self.names),):
             raise bad("damaged shard (index and tensors disagree in length or width)")
+        if self.step_names and not _steps_agree(tensors, n, len(self.step_names)):
+            raise bad("damaged shard (its step table disagrees with its records)")
         return Shard(path, meta, tensors, has_checksum)
 
     def shards(self) -> list[Shard]:
@@ -324,6 +368,11 @@ class FeatureStore:
             flat = [x for meta, _ in parts for x in meta[key]]
             return [flat[i] for i in order]
 
+        steps = None
+        if self.step_names:
+            steps = self._read_steps(
+                [t for _, t in parts], [len(m["ids"]) for m, _ in parts], order
+            )
         return StoredFeatures(
             ids=[ids[i] for i in order],
             names=self.names,
@@ -334,6 +383,37 @@ class FeatureStore:
             n_tokens=cat("n_tokens", torch.empty(0, dtype=torch.long)),
             truncated=cat("truncated", torch.empty(0, dtype=torch.bool)),
             skipped=cat("skipped", torch.empty(0, dtype=torch.bool)),
+            steps=steps,
+        )
+
+    def _read_steps(self, tensors: list[dict], sizes: list[int], order: list[int]) -> StepTable:
+        """Merge the shards' step tables, re-keyed to the merged records' rows."""
+        rank = torch.empty(len(order), dtype=torch.long)
+        rank[torch.tensor(order, dtype=torch.long)] = torch.arange(len(order))
+        offsets = torch.tensor([0, *sizes]).cumsum(0)
+        if tensors:
+            record = torch.cat([t["step_record"] + offsets[i] for i, t in enumerate(tensors)])
+            record = rank[record]
+            cat = {k: torch.cat([t[k] for t in tensors]) for k in STEP_KEYS}
+        else:
+            record = torch.empty(0, dtype=torch.long)
+            cat = {
+                "step_values": torch.empty(0, len(self.step_names), dtype=torch.float64),
+                "step_spans": torch.empty(0, 4, dtype=torch.long),
+                "step_labels": torch.empty(0, dtype=torch.long),
+            }
+        # Steps of one record are contiguous and in order within its shard: a stable sort
+        # by record keeps that order.
+        by = torch.sort(record, stable=True).indices
+        record = record[by]
+        first = torch.searchsorted(record, record, right=False)
+        return StepTable(
+            names=self.step_names,
+            record=record,
+            step=torch.arange(len(record)) - first,
+            spans=cat["step_spans"][by],
+            labels=cat["step_labels"][by],
+            values=cat["step_values"][by],
         )
 
     def add_solver_counts(self, counts: dict[str, int], accuracy: float) -> dict[str, Any]:
@@ -367,6 +447,19 @@ class FeatureStore:
         path = self.path / "index.json"
         atomic_write_text(path, json.dumps(rows, indent=0))
         return path
+
+
+def _steps_agree(tensors: dict[str, torch.Tensor], n: int, width: int) -> bool:
+    """The step table's tensors agree in length, width and record rows ``[0, n)``."""
+    record = tensors["step_record"]
+    M = len(record)
+    return (
+        tensors["step_values"].shape == (M, width)
+        and tensors["step_spans"].shape == (M, 4)
+        and tensors["step_labels"].shape == (M,)
+        and bool(((record >= 0) & (record < n)).all())
+        and bool((record[1:] >= record[:-1]).all())
+    )
 
 
 def is_rank_zero() -> bool:

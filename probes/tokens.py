@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError, ProbesError, RecordError
+from .steps import StepSpan, step_spans
 
 if TYPE_CHECKING:  # probes.data imports this module: no import cycle at run time
     from .data.records import Record
@@ -38,6 +39,8 @@ class Tokenized:
             when the cut would leave fewer than 2 tokens of the analysed span.
         n_tokens_full, n_chars, n_steps: the whole analysed span's length before any
             truncation, in tokens, characters and non-blank lines.
+        steps: the solution's steps and their token spans in the analysed span, when the
+            capture computes per-step features (``CaptureConfig.steps``); else empty.
     """
 
     id: str
@@ -48,6 +51,7 @@ class Tokenized:
     n_tokens_full: int = 0
     n_chars: int = 0
     n_steps: int = 0
+    steps: tuple[StepSpan, ...] = ()
 
 
 MIN_SPAN_TOKENS = 2
@@ -111,9 +115,11 @@ def tokenize_records(
     span: str,
     max_tokens: int,
     overflow: str,
+    steps: str | None = None,
 ) -> list[Tokenized]:
     """Render (:func:`render`) and tokenize records under a tokenization contract; the span
-    rule is :meth:`Record.span_start`'s, applied to the rendered text."""
+    rule is :meth:`Record.span_start`'s, applied to the rendered text. ``steps``: the step
+    segmentation mode (``None``: no steps)."""
     texts, starts, special = [], [], []
     for rec in records:
         text, start, fmt = render(rec, tokenizer, tokenization["text_format"])
@@ -130,6 +136,8 @@ def tokenize_records(
         max_tokens,
         overflow,
         special,
+        solution_starts=starts if steps else None,
+        steps=steps,
     )
 
 
@@ -141,6 +149,8 @@ def tokenize_texts(
     max_tokens: int,
     overflow: str,
     add_special_tokens: bool | Sequence[bool] = False,
+    solution_starts: Sequence[int | None] | None = None,
+    steps: str | None = None,
 ) -> list[Tokenized]:
     """Tokenize and validate every text; every problem is raised before any model work.
 
@@ -151,7 +161,13 @@ def tokenize_texts(
         max_tokens: longest text read.
         overflow: ``truncate``, ``skip`` or ``error`` for longer texts.
         add_special_tokens: add the tokenizer's special tokens (one flag, or one per text).
+        solution_starts: ``N`` character offsets of each text's solution (``None`` for a
+            text without one), read when ``steps`` is set.
+        steps: segment each solution into steps (:func:`probes.steps.segment` mode) and
+            map them onto tokens (:attr:`Tokenized.steps`).
     """
+    if steps is not None and solution_starts is None:
+        raise ValueError("steps need the solution_starts of the texts")
     if len(ids) != len(texts) or (span_starts is not None and len(span_starts) != len(texts)):
         raise ValueError("texts, ids and span_starts must have the same length")
     if isinstance(add_special_tokens, bool):
@@ -163,7 +179,7 @@ def tokenize_texts(
         enc = tokenizer(
             text,
             add_special_tokens=add_special_tokens[i],
-            return_offsets_mapping=span_starts is not None,
+            return_offsets_mapping=span_starts is not None or steps is not None,
         )
         tokens = list(enc["input_ids"])
         start = 0
@@ -194,7 +210,11 @@ def tokenize_texts(
                 f"record {rid!r} (#{i}): the analysed span has {max(0, len(tokens) - start)} "
                 f"token(s); at least {MIN_SPAN_TOKENS} are needed"
             )
-        out.append(Tokenized(rid, tokens, start, truncated=truncated, **length))
+        spans = ()
+        if steps is not None:
+            offsets = enc["offset_mapping"]
+            spans = step_spans(text, offsets, solution_starts[i], start, len(tokens), steps)
+        out.append(Tokenized(rid, tokens, start, truncated=truncated, steps=spans, **length))
     return out
 
 

@@ -141,8 +141,12 @@ class Tracker:
     def log_extraction(self, stats: Mapping[str, Any]) -> None:
         """Extraction statistics (records, seconds, texts/s, tokens/s, solver counts) in the
         summary as ``extract/<key>``."""
+        self.log_summary({f"extract/{k}": v for k, v in stats.items()})
+
+    def log_summary(self, values: Mapping[str, Any]) -> None:
+        """Values in the run's summary, under their keys."""
         if self.run is not None:
-            self.run.summary.update({f"extract/{k}": v for k, v in stats.items()})
+            self.run.summary.update(dict(values))
 
     def log_results(self, metrics: Mapping[str, Mapping[str, float]], prefix: str = "test"):
         """``<prefix>/<scorer>/<metric>`` in the summary (``test``: the single split's test

@@ -26,7 +26,20 @@ def assert_same_store(store: FeatureStore, reference: FeatureStore, n: int | Non
     assert got.splits == want.splits and got.groups == want.groups
     assert torch.equal(got.labels, want.labels)
     assert torch.equal(got.skipped, want.skipped) and torch.equal(got.n_tokens, want.n_tokens)
-    a, b = got.values, want.values  # (N, F)
+    _assert_close(got.values, want.values, got.names, got.ids)
+    if want.steps is not None or got.steps is not None:  # the step table, keyed the same way
+        gs, ws = got.steps, want.steps
+        assert gs is not None and ws is not None, "one store has a step table, the other not"
+        assert gs.names == ws.names
+        for key in ("record", "step", "spans", "labels"):
+            assert torch.equal(getattr(gs, key), getattr(ws, key)), key
+        pairs = zip(gs.record.tolist(), gs.step.tolist(), strict=True)
+        keys = [f"{got.ids[r]}#{s}" for r, s in pairs]
+        _assert_close(gs.values, ws.values, gs.names, keys)
+
+
+def _assert_close(a: torch.Tensor, b: torch.Tensor, names: list[str], ids: list[str]) -> None:
+    """``a`` ``(N, F)`` equals ``b`` within the tolerance above, row for row."""
     assert torch.equal(a.isnan(), b.isnan()), "NaN in different places"
     a, b = a.nan_to_num(0.0), b.nan_to_num(0.0)
     scale = b.abs().amax(dim=0)  # (F,)
@@ -34,7 +47,7 @@ def assert_same_store(store: FeatureStore, reference: FeatureStore, n: int | Non
     if (excess > 0).any():
         row, col = divmod(int(excess.argmax()), a.shape[1])
         raise AssertionError(
-            f"{got.names[col]} of {got.ids[row]}: {a[row, col].item()!r} against "
+            f"{names[col]} of {ids[row]}: {a[row, col].item()!r} against "
             f"{b[row, col].item()!r} (column scale {scale[col].item():.3g})"
         )
     z = scale.clamp_min(1e-12)

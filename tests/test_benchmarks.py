@@ -105,3 +105,23 @@ def test_bench_eigen_times_both_solvers_on_the_same_graphs(tmp_path):
         assert r["speedup"] == r["dense_ms"] / r["mixed_ms"]
         assert r["max_abs_error"] <= 1e-6  # the stated bound, on real graphs
     assert report["exponents"]["dense"] is not None
+
+
+def test_bench_steps_times_every_variant_against_the_plain_capture(tmp_path):
+    out = tmp_path / "steps.json"
+    cmd = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "bench_steps.py"),
+        *("--model", "tiny-llama", "--records", "gsm-perturb", "--n", "4", "--repeats", "1"),
+        *("--step-layers", "1", "--json", str(out)),
+    ]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    report = json.loads(out.read_text())
+    rows = {r["variant"]: r for r in report["results"]}
+    assert rows["no_steps"]["ratio"] == 1.0 and rows["no_steps"]["step_layers"] == 0
+    assert rows["steps_few_layers"]["step_layers"] == 1
+    assert rows["steps_all_layers"]["step_layers"] == report["layers"]
+    for r in rows.values():
+        assert r["ratio"] == r["seconds_per_record"] / rows["no_steps"]["seconds_per_record"]
+    assert report["records"] == 4 and report["steps"] > 4

@@ -29,7 +29,7 @@ def setup(tmp_path_factory):
     cfg = ExtractConfig(
         data=DataConfig(source=str(data)),
         model=ModelConfig("tiny-llama"),
-        capture=CaptureConfig(layers=(0, 1), max_tokens=384),
+        capture=CaptureConfig(layers=(0, 1), max_tokens=384, steps="lines"),
         store=str(root / "reference"),
         batch_size=4,
         shard_size=4,
@@ -108,6 +108,31 @@ def test_truncated_and_foreign_files_are_named(setup, tmp_path):
         FeatureStore.open(path).read()
 
 
+def test_a_shard_without_its_step_table_or_with_a_wrong_one_is_repaired(setup, tmp_path):
+    cfg, ref = setup
+    cfg, path = copy_store(setup, tmp_path)
+    shards = sorted((path / "shards").glob("*.safetensors"))
+    store = FeatureStore.open(path)
+    with safe_open(shards[0], framework="pt") as f:
+        index = {k: f.metadata()[k] for k in ("ids", "labels", "groups", "splits")}
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    # The records without their steps (checksummed, as a writer that lost them would).
+    rows = {k: v for k, v in tensors.items() if not k.startswith("step_")}
+    store._save(shards[0], rows, index)
+    with pytest.raises(StoreError, match=f"{shards[0].name}: not a shard of this store"):
+        FeatureStore.open(path).read()
+    # Steps keyed to a record the shard does not hold.
+    with safe_open(shards[1], framework="pt") as f:
+        index1 = {k: f.metadata()[k] for k in ("ids", "labels", "groups", "splits")}
+        t1 = {k: f.get_tensor(k) for k in f.keys()}
+    t1["step_record"] = t1["step_record"] + 100
+    store._save(shards[1], t1, index1)
+    result = extract(cfg, repair=True)
+    assert (result.already_present, result.extracted) == (16, 8)
+    assert {p.name for p in (path / "quarantine").iterdir()} == {shards[0].name, shards[1].name}
+    assert_like_reference(path, ref)
+
+
 def test_a_store_wedged_by_an_older_version_is_repaired(setup, tmp_path):
     """Two concurrent runs of the old code each wrote every record; shards had no checksum."""
     cfg, ref = setup
@@ -135,7 +160,7 @@ def test_two_concurrent_extractions_write_every_record_once(setup, tmp_path):
     config = tmp_path / "extract.yaml"
     config.write_text(
         f"data: {{source: {cfg.data.source}}}\nmodel: {{name_or_path: tiny-llama}}\n"
-        "capture: {layers: [0, 1], max_tokens: 384}\nbatch_size: 4\nshard_size: 4\n"
+        "capture: {layers: [0, 1], max_tokens: 384, steps: lines}\nbatch_size: 4\nshard_size: 4\n"
     )
     cmd = [sys.executable, "-m", "probes.cli", "extract", "--config", str(config)]
     procs = [
@@ -166,6 +191,11 @@ def test_a_shard_is_never_replaced(setup, tmp_path):
         "n_tokens": torch.ones(1, dtype=torch.long),
         "truncated": torch.zeros(1, dtype=torch.bool),
         "skipped": torch.zeros(1, dtype=torch.bool),
+        # An empty step table (the record has no steps).
+        "step_values": torch.zeros(0, len(store.step_names), dtype=torch.float64),
+        "step_record": torch.zeros(0, dtype=torch.long),
+        "step_spans": torch.zeros(0, 4, dtype=torch.long),
+        "step_labels": torch.zeros(0, dtype=torch.long),
     }
     index = {"ids": ["x"], "labels": [1], "groups": ["x"], "splits": ["train"]}
     with pytest.raises(StoreError, match="exists already"):

@@ -8,10 +8,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from probes.bundle import Scorer
 from probes.config import ConfigError, load_experiment
+from probes.data import load_records, write_jsonl
 from probes.data.splits import SPLITS
+from probes.stepeval import BASELINES, PAIRED, STEP_SCORERS, store_step_arrays
+from probes.steps import Step, wrong_step
+from probes.store import FeatureStore
 from tests.wandb_offline import (
     offline_artifacts,
     offline_history,
@@ -136,12 +142,183 @@ def test_offline_wandb_run_holds_the_metrics(tiny_run):
     assert set(report["scorers"]) <= set(bundles)
     best = max(report["scorers"], key=lambda n: report["scorers"][n]["auroc"])
     for name, a in bundles.items():
-        if a["name"].endswith("-refit"):
+        if a["name"].endswith("-refit") or a["name"].startswith("step-scorer-"):
             continue
         assert a["metadata"]["store"] == "store-tiny"
         want = report["split_scorers"][name]["auroc"]
         assert a["metadata"]["test_metrics"]["auroc"] == pytest.approx(want)
         assert ("best" in a["aliases"]) == (name == best), (name, a["aliases"])
+
+
+def test_step_localisation_is_evaluated_logged_and_exported(tiny_run):
+    folder, stdout = tiny_run
+    steps = json.loads((folder / "metrics.json").read_text())["steps"]
+    assert set(steps["scorers"]) == set(steps["split_scorers"]) == {s.name for s in STEP_SCORERS}
+    for row in [*steps["scorers"].values(), *steps["split_scorers"].values()]:
+        for m in PAIRED:
+            assert 0 <= row[f"{m}_lo"] <= row[f"{m}_hi"] <= 1, (m, row)
+    assert (
+        steps["evaluation"].startswith("step evaluation: 8-fold") and steps["evaluation"] in stdout
+    )
+    assert set(steps["paired"]) == set(PAIRED)
+    for row in steps["paired"].values():
+        assert row["baseline"] in BASELINES and row["lo"] <= row["hi"]
+    rows = list(csv.DictReader(open(folder / "step_predictions.csv")))
+    assert len({r["id"] for r in rows}) == 80 and {r["label"] for r in rows} <= {"-1", "0", "1"}
+    assert {r["fold"] for r in rows} == {str(k) for k in range(8)}
+    assert sorted(p.name for p in (folder / "bundles-steps").iterdir()) == sorted(
+        s.name for s in STEP_SCORERS if s.kind == "logistic"
+    )
+    (run_dir,) = (folder / "wandb").glob("offline-run-*")
+    table = offline_table(run_dir, "step_metrics")
+    assert len(table["data"]) == len(STEP_SCORERS)
+    summary = offline_summary(run_dir)
+    top1 = steps["scorers"]["step_spectral"]["top1"]
+    assert summary["steps/cv/step_spectral/top1"] == pytest.approx(top1)
+    artifacts = {a["name"] for a in offline_artifacts(run_dir)}
+    assert "step-scorer-tiny-step_spectral" in artifacts
+
+
+def test_step_bundle_round_trip_scores_steps_and_shows_them(tiny_run, tmp_path):
+    folder, _ = tiny_run
+    root = folder.parents[2]
+    cli = [sys.executable, "-m", "probes.cli"]
+    out = subprocess.run(
+        [
+            *cli,
+            "export",
+            "--results",
+            str(folder),
+            "--scorer",
+            "step_spectral",
+            "--out",
+            str(tmp_path / "b"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    bundle = Scorer.load(tmp_path / "b", device="cpu")
+    assert bundle.is_step and bundle.meta["capture"]["steps"] == "lines"
+    # The stored step features, scored by the bundle, against a fresh pass over the texts.
+    (store_dir,) = (root / "stores").iterdir()
+    data = FeatureStore.open(store_dir).read()
+    arrays, names = store_step_arrays(data)
+    test = [i for i, s in enumerate(data.splits) if s == "test"][:6]
+    records = {r.id: r for r in load_records(root / "data" / "arith.jsonl")}
+    chosen = [records[data.ids[i]] for i in test]
+    scored = bundle.score(chosen)
+    for k, i in enumerate(test):
+        rows = arrays.record == i
+        z = bundle.step_logit_features(arrays.X[rows], names)
+        got = np.array([s["p_wrong"] for s in scored.steps[k]])
+        np.testing.assert_allclose(got, 1 / (1 + np.exp(-z)), rtol=1e-4, atol=1e-5)
+        assert [[s["start"], s["end"]] for s in scored.steps[k]] == arrays.spans[rows, :2].tolist()
+        want = bundle.solution_proba_from_steps([z])[0]
+        assert scored.p_valid[k] == pytest.approx(want, rel=1e-4)
+    # probes score --steps writes the same.
+    src = tmp_path / "in.jsonl"
+    write_jsonl(chosen, src)
+    out = subprocess.run(
+        [
+            *cli,
+            "score",
+            "--scorer",
+            str(tmp_path / "b"),
+            "--input",
+            str(src),
+            "--output",
+            str(tmp_path / "out.jsonl"),
+            "--steps",
+            "--device",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    lines = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
+    for k, line in enumerate(lines):
+        assert line["p_valid"] == pytest.approx(scored.p_valid[k])
+        assert [s["p_wrong"] for s in line["steps"]] == pytest.approx(
+            [s["p_wrong"] for s in scored.steps[k]]
+        )
+        assert line["first_flagged"] == scored.first_flagged[k]
+    # A solution scorer has no steps to write.
+    out = subprocess.run(
+        [
+            *cli,
+            "score",
+            "--scorer",
+            str(folder / "bundles" / "spectral_lr"),
+            "--input",
+            str(src),
+            "--output",
+            str(tmp_path / "o2.jsonl"),
+            "--steps",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 1 and "per-step output needs a step scorer" in out.stderr
+    # probes show: one page, opened in a real browser.
+    page = tmp_path / "steps.html"
+    out = subprocess.run(
+        [
+            *cli,
+            "show",
+            "--scorer",
+            str(tmp_path / "b"),
+            "--input",
+            str(src),
+            "--out",
+            str(page),
+            "--device",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    check_page_in_browser(page, chosen, scored, bundle)
+
+
+def check_page_in_browser(page: Path, records, scored, bundle) -> None:
+    """The page as a headless Chromium renders it: every record, every step's text and
+    shade, the labelled and flagged steps, the per-layer curve; nothing fetched."""
+    pytest.importorskip("PyQt6.QtWebEngineWidgets", reason="the browser test needs PyQt6-WebEngine")
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "browser.py"), str(page)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    assert seen["external"] == 0 and seen["requests"] == []
+    assert [s["record"] for s in seen["sections"]] == [r.id for r in records]
+    layers = sorted({int(n.split("/L")[1][:2]) for n in bundle.feature_names if "/L" in n})
+    for k, (sec, rec) in enumerate(zip(seen["sections"], records, strict=True)):
+        solution = rec.full_text[rec.solution_start :]
+        assert sec["solution_text"] == solution  # the spans cover the text, nothing lost
+        steps = scored.steps[k]
+        assert [s["text"] for s in sec["steps"]] == [solution[s["start"] : s["end"]] for s in steps]
+        alphas = [float(s["background"].rsplit(",", 1)[1].rstrip(")")) for s in sec["steps"]]
+        p = [s["p_wrong"] for s in steps]
+        # The browser keeps an alpha in 8 bits (steps of 1/255).
+        assert alphas == pytest.approx([0.08 + 0.72 * x for x in p], abs=1 / 255 + 1e-3)
+        assert all(s["box"][0] > 0 and s["box"][1] > 0 for s in sec["steps"])  # rendered
+        wrong = wrong_step(rec, [Step(i, s["start"], s["end"]) for i, s in enumerate(steps)])
+        labelled = [s["step"] for s in sec["steps"] if "labelled" in s["classes"]]
+        assert labelled == ([] if wrong is None else [wrong])
+        assert sec["labelled"] == ("none" if wrong is None else str(wrong))
+        flagged = [s["step"] for s in sec["steps"] if "flagged" in s["classes"]]
+        f = scored.first_flagged[k]
+        assert flagged == ([] if f is None else [f])
+        top = [s["step"] for s in sec["steps"] if "top" in s["classes"]]
+        assert top == [int(np.argmax(p))]
+        assert sec["curve"]["layers"] == layers and sec["curve"]["points"] == len(layers)
+        assert sec["curve"]["box"][0] > 0
 
 
 def test_experiment_files_override_the_shared_default():

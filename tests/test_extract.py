@@ -18,7 +18,13 @@ from probes.featuredata import FeatureDataModule, matches, select_features
 from probes.store import FeatureStore, StoreMismatchError
 from tests.stores import assert_same_store
 
-CAPTURE = {"families": "all", "heads": "each", "span": "solution", "max_tokens": 400}
+CAPTURE = {
+    "families": "all",
+    "heads": "each",
+    "span": "solution",
+    "max_tokens": 400,
+    "steps": "lines",
+}
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +38,7 @@ def config_file(tmp_path, records_file, **extra) -> str:
     lines = [
         f"data: {{source: {records_file}}}",
         "model: {name_or_path: tiny-llama}",
-        "capture: {families: all, heads: each, span: solution, max_tokens: 400}",
+        "capture: {families: all, heads: each, span: solution, max_tokens: 400, steps: lines}",
         "batch_size: 2",
         "shard_size: 4",
     ] + [f"{k}: {v}" for k, v in extra.items()]
@@ -83,6 +89,7 @@ def test_resume_after_sigkill_loses_and_duplicates_nothing(tmp_path, records_fil
     assert rerun.returncode == 0, rerun.stderr
     assert f"{len(partial)} already present, {80 - len(partial)} extracted now" in rerun.stdout
     assert "spectra: " in rerun.stdout and "solved densely after failing" in rerun.stdout
+    assert "step table: " in rerun.stdout and "labelled first wrong steps" in rerun.stdout
     assert_same_store(FeatureStore.open(store), reference_store, n=80)
 
 

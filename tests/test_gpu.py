@@ -43,3 +43,18 @@ def test_cuda_features_match_cpu_float32(reference, dtype, heads):
     assert cap.solver_counts["graphs"] == len(texts) * lm.n_layers * (
         1 if heads == "mean" else lm.n_heads
     )
+
+
+def test_cuda_step_table_matches_cpu():
+    """The step table on the GPU (the step graphs leave it for the solver threads) against
+    the CPU's, float32 weights on both."""
+    from probes.data import BUILDERS
+
+    records = [r for r in BUILDERS["champ"](seed=0) if r.label == 0][:4]
+    cfg = CaptureConfig(steps="lines", step_layers=(0, 14, 29), span="solution", max_tokens=512)
+    cpu = SpectralCapture(load_frozen(ModelConfig(device="cpu")), cfg).extract_records(records)
+    gpu_cap = SpectralCapture(load_frozen(ModelConfig(device="cuda")), cfg)
+    gpu = gpu_cap.extract_records(records, batch_size=4)
+    assert gpu.steps == cpu.steps
+    for a, b in zip(cpu.step_values, gpu.step_values, strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-3, atol=1e-4, equal_nan=True)

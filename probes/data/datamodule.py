@@ -39,6 +39,7 @@ class TextDataModule(L.LightningDataModule):
             ["tokenization"]``); default: plain texts without special tokens.
         max_tokens, overflow: the capture's length policy (``truncate | skip | error``).
         span: ``full`` or ``solution`` (the capture reads tokens from the solution on).
+        steps: cut each solution into steps for per-step features (``CaptureConfig.steps``).
         fractions: train / calib / test shares (default 60 / 20 / 20).
         seed: split seed.
         split_file: where the assignment is saved; when it exists it is reused as is, so
@@ -59,6 +60,7 @@ class TextDataModule(L.LightningDataModule):
         tokenization: dict | None = None,
         max_tokens: int = 1024,
         overflow: str = "truncate",
+        steps: str | None = None,
         span: str = "full",
         fractions: Sequence[float] = (0.6, 0.2, 0.2),
         seed: int = 0,
@@ -71,6 +73,7 @@ class TextDataModule(L.LightningDataModule):
         self.tokenizer = tokenizer
         self.tokenization = tokenization or {"add_special_tokens": False, "text_format": "plain"}
         self.max_tokens, self.overflow, self.span = max_tokens, overflow, span
+        self.steps = steps
         self.fractions, self.seed = tuple(fractions), seed
         self.split_file = Path(split_file) if split_file else None
         self.batch_size = batch_size
@@ -112,7 +115,13 @@ class TextDataModule(L.LightningDataModule):
                 self.prepare_data()
             assignment = load_splits(self.split_file, records)
         toks = tokenize_records(
-            records, self.tokenizer, self.tokenization, self.span, self.max_tokens, self.overflow
+            records,
+            self.tokenizer,
+            self.tokenization,
+            self.span,
+            self.max_tokens,
+            self.overflow,
+            self.steps,
         )
         self.items = {s: [] for s in SPLITS}
         for rec, tok in zip(records, toks, strict=True):
