@@ -12,6 +12,11 @@ of the same pass and are computed beside the eigensolves. Those logits are compu
 block from the LM head's input, never as one ``(B, T, V)`` tensor (about 1 GB per 1,024-token
 text with a 262k vocabulary), once the first batch has shown that the head alone gives the
 model's logits; otherwise the model's full logits are used.
+
+With ``steps`` set, the hook of each step layer also keeps its head-mean attention ``(n, n)``
+for the per-step features (``probes.stepfeatures``), solved beside the layers' spectra, and
+the confound task adds each step's token count, mean log-prob and entropy: every text gets a
+step table ``(S, Fs)`` from the same forward pass.
 """
 
 from __future__ import annotations
@@ -241,24 +246,21 @@ class SpectralCapture:
         self._has_diagonal = any(f.diagonal for f in self.families)
         # The diagonal families read every requested layer and, for LapEigvals' cross-layer
         # graph, the next one: those layers are hooked too (for their diagonals only).
-        self._hooked = sorted(set(self.layers))
-        self._diag_hooked = set(self._hooked)
+        hooked = set(self.layers)
         if any(f.needs_next_layer for f in self.families):
             if lm.n_layers < 2:
                 raise ConfigError("family 'lapeig' spans layers: the model has only one")
-            extra = {i + 1 for i in self.layers if i + 1 < lm.n_layers}
-            self._hooked = sorted(set(self.layers) | extra)
-            self._diag_hooked = set(self._hooked)
-        width = lm.model.config.get_text_config().hidden_size if self.probe_layer is not None else 0
-        self.probe_names = [f"hidden_mean/L{self.probe_layer:02d}/k{i:03d}" for i in range(width)]
-        self.names = self.spectral_names + self.probe_names + list(CONFOUND_NAMES)
+            hooked |= {i + 1 for i in self.layers if i + 1 < lm.n_layers}
+        self._diag_hooked = hooked
+        # The step layers are hooked too, for their step features only.
         self.step_layers: list[int] = []
         if cfg.steps is not None:
             wanted = self.layers if cfg.step_layers == "all" else cfg.step_layers
             self.step_layers = resolve_layers(wanted, lm.n_layers, "step_layers")
-            # Hooked for their step features only: no diagonals kept from them.
-            self._diag_hooked = set(self._hooked)
-            self._hooked = sorted(set(self._hooked) | set(self.step_layers))
+        self._hooked = sorted(hooked | set(self.step_layers))
+        width = lm.model.config.get_text_config().hidden_size if self.probe_layer is not None else 0
+        self.probe_names = [f"hidden_mean/L{self.probe_layer:02d}/k{i:03d}" for i in range(width)]
+        self.names = self.spectral_names + self.probe_names + list(CONFOUND_NAMES)
         self.step_names = [
             f"step/{name}/L{layer:02d}" for layer in self.step_layers for name in STEP_FEATURES
         ]

@@ -273,8 +273,8 @@ def _cmd_score(args: argparse.Namespace) -> int:
     records = load_records(
         args.input, _parse_mapping(args.mapping), require_label=False, problems=problems
     )
-    if scorer.meta["capture"].get("span") == "solution":
-        records = _with_solution_span(records, problems)
+    if scorer.meta["capture"].get("span") == "solution" or scorer.is_step:
+        records = _with_solution_span(records, problems)  # a step scorer reads its steps
     for message in problems or []:
         print(f"probes score: skipped {message}", file=sys.stderr)
     if not records:

@@ -12,8 +12,9 @@ Scorers (:data:`STEP_SCORERS`), all :class:`probes.estimators.step.StepScorer`:
 * ``step_spectral``: logistic on the per-step graph features (``step/*``);
 * ``step_spectral_confounds``: those plus the step confounds and the position;
 * ``step_confounds``: logistic on token count, mean log-prob, mean entropy and position;
-* ``step_logprob``, ``step_entropy``: one confound each; ``last_step``: the position (the
-  later the step, the more suspect); ``random``: the noise column.
+* ``step_logprob``, ``step_entropy``: one confound each, their sign chosen on train;
+  ``last_step`` and ``first_step``: the position (the later, or the earlier, the more
+  suspect); ``random``: the noise column.
 
 Metrics (of P(step wrong), per solution; ``probes.stepmetrics``): ``step_auroc`` (the first
 wrong step against the correct steps before it), ``step_auroc_all`` (against those and every
@@ -36,7 +37,7 @@ from .crossval import check_folds, choose_k, plan_folds
 from .estimators.step import StepArrays, StepScorer
 from .featuredata import select_features
 from .metrics import auroc, group_resamples, percentile_interval
-from .stepmetrics import first_flagged, step_auroc, top_k_accuracy
+from .stepmetrics import first_flagged, processbench_calls, step_auroc, top_k_accuracy
 from .steps import STEP_POSITION as POSITION
 from .steps import positions
 
@@ -45,11 +46,13 @@ RANDOM = "step_baseline/random"
 
 @dataclass(frozen=True)
 class StepSpec:
-    """One step scorer: its name, ``StepScorer`` kind and feature patterns."""
+    """One step scorer: its name, ``StepScorer`` kind and feature patterns; ``direction``
+    fixes a feature's sign (``None``: chosen on train)."""
 
     name: str
     kind: str
     select: tuple[str, ...]
+    direction: float | None = None
 
 
 STEP_SCORERS = (
@@ -58,13 +61,21 @@ STEP_SCORERS = (
     StepSpec("step_confounds", "logistic", ("step_confound/*",)),
     StepSpec("step_logprob", "feature", ("step_confound/logprob",)),
     StepSpec("step_entropy", "feature", ("step_confound/entropy",)),
-    StepSpec("last_step", "feature", (POSITION,)),
+    StepSpec("last_step", "feature", (POSITION,), direction=1.0),
+    StepSpec("first_step", "feature", (POSITION,), direction=-1.0),
     StepSpec("random", "feature", (RANDOM,)),
 )
 #: The spectral step scorer that the paired intervals are about.
 SPECTRAL = "step_spectral"
 #: What it is compared with.
-BASELINES = ("step_confounds", "step_logprob", "step_entropy", "last_step", "random")
+BASELINES = (
+    "step_confounds",
+    "step_logprob",
+    "step_entropy",
+    "last_step",
+    "first_step",
+    "random",
+)
 METRICS = (
     "step_auroc",
     "step_auroc_all",
@@ -128,7 +139,7 @@ def _columns(arrays: StepArrays, names: list[str], spec: StepSpec) -> StepArrays
 
 def fit_step_scorer(spec: StepSpec, names, train: StepArrays, calib: StepArrays, logger=False):
     """A :class:`StepScorer` of ``spec`` on ``train``, calibrated on ``calib``."""
-    scorer = StepScorer(spec.kind)
+    scorer = StepScorer(spec.kind, direction=spec.direction)
     return scorer.fit(_columns(train, names, spec), _columns(calib, names, spec), logger=logger)
 
 
@@ -150,34 +161,53 @@ def predict(scorer: StepScorer, spec: StepSpec, names, arrays: StepArrays) -> St
     return StepPredictions(p, scorer.predict_proba(arrays)[:, 1], flagged)
 
 
+@dataclass
+class _Records:
+    """One scorer's predictions, per record, read once for many resamples."""
+
+    scores: list[np.ndarray]  # P(wrong) of each record's steps
+    wrong: list[int | None]
+    localised: np.ndarray
+    valid: np.ndarray
+    flagged: list[int | None]
+    p_valid: np.ndarray
+
+    @classmethod
+    def of(cls, arrays: StepArrays, pred: StepPredictions) -> _Records:
+        return cls(
+            arrays.per_record(pred.p_wrong),
+            arrays.wrong(),
+            arrays.localised(),
+            arrays.valid,
+            pred.flagged,
+            pred.p_valid,
+        )
+
+
 def step_metrics(arrays: StepArrays, pred: StepPredictions, rows: np.ndarray | None = None):
     """Every metric of :data:`METRICS` on the records ``rows`` (default all; repeats
     allowed, as a bootstrap resample draws them)."""
-    rows = np.arange(len(arrays)) if rows is None else np.asarray(rows)
-    per = arrays.per_record(pred.p_wrong)
-    wrong_all = arrays.wrong()
-    localised = arrays.localised()
-    scores = [per[r] for r in rows if localised[r]]
-    wrong = [wrong_all[r] for r in rows if localised[r]]
-    valid = arrays.valid[rows]
-    inv = [pred.flagged[r] == wrong_all[r] for r in rows if localised[r] and arrays.valid[r] == 0]
-    val = [pred.flagged[r] is None for r in rows if arrays.valid[r] == 1]
-    a_inv = float(np.mean(inv)) if inv else float("nan")
-    a_val = float(np.mean(val)) if val else float("nan")
-    f1 = (
-        float("nan")
-        if not inv or not val
-        else (0.0 if a_inv + a_val == 0 else 2 * a_inv * a_val / (a_inv + a_val))
-    )
+    return _metrics(_Records.of(arrays, pred), rows)
+
+
+def _metrics(rec: _Records, rows: np.ndarray | None = None) -> dict[str, float]:
+    rows = np.arange(len(rec.valid)) if rows is None else np.asarray(rows)
+    # Localisation is measured on the valid records and the invalid ones whose first
+    # wrong step is among their read steps.
+    here = [r for r in rows if rec.localised[r]]
+    scores = [rec.scores[r] for r in here]
+    wrong = [rec.wrong[r] for r in here]
+    pb = processbench_calls([rec.flagged[r] for r in here], wrong)
+    has_both = any(w is None for w in wrong) and any(w is not None for w in wrong)
     return {
         "step_auroc": step_auroc(scores, wrong),
         "step_auroc_all": _step_auroc_all(scores, wrong),
         "top1": top_k_accuracy(scores, wrong, 1),
         "top3": top_k_accuracy(scores, wrong, 3),
-        "pb_f1": f1,
-        "pb_acc_invalid": a_inv,
-        "pb_acc_valid": a_val,
-        "solution_auroc": auroc(pred.p_valid[rows], valid),
+        "pb_f1": pb["f1"] if has_both else float("nan"),
+        "pb_acc_invalid": pb["acc_invalid"],
+        "pb_acc_valid": pb["acc_valid"],
+        "solution_auroc": auroc(rec.p_valid[rows], rec.valid[rows]),
     }
 
 
@@ -202,11 +232,12 @@ def with_intervals(
     """``(metrics, paired)``: every scorer's metrics with 95% grouped bootstrap intervals
     (``<metric>_lo``, ``_hi``), and for each metric ``step_spectral`` minus the best
     baseline on these records, with its interval from the same resamples."""
-    point = {name: step_metrics(arrays, p) for name, p in preds.items()}
+    records = {name: _Records.of(arrays, p) for name, p in preds.items()}
+    point = {name: _metrics(r) for name, r in records.items()}
     samples = {name: {m: [] for m in METRICS} for name in preds}
     for pick in group_resamples(arrays.groups, n_boot, seed):
-        for name, p in preds.items():
-            for m, v in step_metrics(arrays, p, pick).items():
+        for name, r in records.items():
+            for m, v in _metrics(r, pick).items():
                 samples[name][m].append(v)
     metrics = {}
     for name in preds:

@@ -62,9 +62,15 @@ def first_flagged(scores: Sequence[float], threshold: float) -> int | None:
 
 def processbench_f1(scores: Scores, wrong: Labels, threshold: float) -> dict[str, float]:
     """``{"f1", "acc_invalid", "acc_valid"}`` at ``threshold`` (see the module docstring)."""
+    return processbench_calls([first_flagged(s, threshold) for s in scores], wrong)
+
+
+def processbench_calls(flagged: Sequence[int | None], wrong: Labels) -> dict[str, float]:
+    """ProcessBench's F1 of per-solution calls (the flagged step, ``None`` for "all
+    correct"), each made at its own fit's threshold (pooled cross-validation folds)."""
     invalid, valid = [], []
-    for s, w in zip(scores, wrong, strict=True):
-        (valid if w is None else invalid).append(first_flagged(s, threshold) == w)
+    for f, w in zip(flagged, wrong, strict=True):
+        (valid if w is None else invalid).append(f == w)
     a_inv = float(np.mean(invalid)) if invalid else float("nan")
     a_val = float(np.mean(valid)) if valid else float("nan")
     f1 = 0.0 if a_inv + a_val == 0 else 2 * a_inv * a_val / (a_inv + a_val)

@@ -263,3 +263,18 @@ def test_estimators_are_scikit_learn_estimators(estimator):
     assert twin.classes_.tolist() == [0, 1]
     assert twin.predict_proba(X).shape == (60, 2)
     assert 0 <= twin.score(X, y) <= 1  # ClassifierMixin: accuracy
+
+
+def test_an_increasing_platt_map_keeps_the_sign_its_scores_were_given():
+    from probes.estimators.platt import PlattScaling
+
+    rng = np.random.default_rng(0)
+    s = rng.normal(size=200)
+    y = (s + rng.normal(scale=0.5, size=200) < 0).astype(int)  # calib says: lower is positive
+    free = PlattScaling().fit(s, y)
+    kept = PlattScaling(increasing=True).fit(s, y)
+    assert free.coef_ < 0 < kept.coef_ and kept.coef_ < 1e-5
+    p = kept.predict_proba(np.array([-1.0, 0.0, 1.0]))
+    assert p[0] < p[1] < p[2]  # the order of the scores is kept
+    agree = PlattScaling(increasing=True).fit(-s, y)  # where calib agrees, no constraint bites
+    assert agree.coef_ == pytest.approx(PlattScaling().fit(-s, y).coef_, rel=1e-4)

@@ -196,3 +196,22 @@ def test_step_bundle_round_trip_keeps_every_step_score(tmp_path):
     broken.pop("impute")
     with pytest.raises(BundleError, match="needs tensor 'impute'"):
         Scorer(loaded.meta, broken).save(tmp_path / "broken")
+
+
+def test_the_last_step_baseline_flags_the_last_step():
+    """``last_step`` keeps its sign whatever train and calib say: its top step is the last
+    one, though every error here is in the first step."""
+    arrays = synthetic(60, 0, n_features=1)
+    arrays.X = (arrays.step / 7.0)[:, None]
+    invalid = arrays.valid[arrays.record] == 0
+    arrays.labels[invalid] = np.where(arrays.step[invalid] == 0, 1, -1)
+    names = ["step_confound/position"]
+    spec = next(s for s in STEP_SCORERS if s.name == "last_step")
+    train, calib = arrays.subset(np.arange(0, 40)), arrays.subset(np.arange(40, 60))
+    from probes.stepeval import fit_step_scorer, predict
+
+    scorer = fit_step_scorer(spec, names, train, calib)
+    assert scorer.direction_ == 1.0
+    pred = predict(scorer, spec, names, calib)
+    for p in calib.per_record(pred.p_wrong):
+        assert int(np.argmax(p)) == len(p) - 1

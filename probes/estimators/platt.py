@@ -20,7 +20,17 @@ from scipy.special import expit, log_expit
 
 
 class PlattScaling:
-    """``fit(s (N,), y (N,))`` then ``predict_proba(s) -> (N,)`` P(valid)."""
+    """``fit(s (N,), y (N,))`` then ``predict_proba(s) -> (N,)`` P(valid).
+
+    Args:
+        increasing: keep the map increasing in ``s`` (its slope at least 1e-6 per standard
+            deviation of ``s``): ``s`` is already signed so that higher means more likely
+            positive, and the calib split must not flip that sign. The slope then stays
+            tiny where calib disagrees, and the order of the scores is kept.
+    """
+
+    def __init__(self, increasing: bool = False):
+        self.increasing = increasing
 
     def fit(self, s: np.ndarray, y: np.ndarray) -> PlattScaling:
         s, y = np.asarray(s, dtype=np.float64), np.asarray(y)
@@ -37,7 +47,9 @@ class PlattScaling:
             return nll, np.array([(r * z).sum(), r.sum()])
 
         prior = np.log((n_pos + 1) / (n_neg + 1))
-        w = minimize(loss, np.array([0.0, prior]), jac=True, method="L-BFGS-B").x
+        bounds = [(1e-6, None), (None, None)] if self.increasing else None
+        start = np.array([1e-6 if self.increasing else 0.0, prior])
+        w = minimize(loss, start, jac=True, method="L-BFGS-B", bounds=bounds).x
         self.coef_ = float(w[0] / sd)
         self.intercept_ = float(w[1] - w[0] * mu / sd)
         return self

@@ -6,8 +6,9 @@ first error are left out: an error carried on may or may not make them wrong):
 
 * ``kind="logistic"``: a :class:`LogisticCalibrator` on the step features (class-balanced,
   prior-corrected, weight decay chosen and temperature fitted on the calib split's steps);
-* ``kind="feature"``: one feature, its sign chosen on train (the direction whose step AUROC
-  is at least 1/2), mapped to a probability by Platt scaling on the calib steps.
+* ``kind="feature"``: one feature, its sign given (``direction``) or chosen on train (the
+  direction whose step AUROC is at least 1/2), mapped to a probability by Platt scaling on
+  the calib steps that keeps that sign.
 
 Either way ``P(wrong) = sigmoid((w . (x - mean) / std + b) / T)``, the bundle's one form. A
 missing feature (the last step receives no attention from later steps: ``received`` is NaN)
@@ -85,13 +86,11 @@ class StepArrays:
     def subset(self, rows: np.ndarray) -> StepArrays:
         """The records ``rows`` (in that order) and their steps."""
         rows = np.asarray(rows, dtype=np.int64)
-        parts = [np.flatnonzero(self.record == r) for r in rows]
-        take = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
-        new_record = (
-            np.concatenate([np.full(len(p), i, dtype=np.int64) for i, p in enumerate(parts)])
-            if parts
-            else np.zeros(0, dtype=np.int64)
-        )
+        bounds = np.searchsorted(self.record, np.arange(len(self.ids) + 1))  # record is sorted
+        parts = [np.arange(bounds[r], bounds[r + 1]) for r in rows]
+        empty = np.zeros(0, dtype=np.int64)
+        take = np.concatenate(parts) if parts else empty
+        new_record = np.repeat(np.arange(len(rows)), [len(p) for p in parts]) if parts else empty
         return StepArrays(
             X=self.X[take],
             labels=self.labels[take],
@@ -110,6 +109,8 @@ class StepScorer(ClassifierMixin, BaseEstimator):
     Args:
         kind: ``logistic`` (every column of ``X``) or ``feature`` (``X`` has one column).
         weight_decay, max_epochs: of the logistic fit (:class:`LogisticCalibrator`).
+        direction: a feature's sign (+1: higher is more suspect), or ``None`` to choose it
+            on train.
 
     Learned: ``mean_``, ``std_``, ``weight_``, ``bias_``, ``temperature_`` (the one form),
     ``solution_coef_``, ``solution_intercept_`` (the solution-level Platt map of the
@@ -117,10 +118,17 @@ class StepScorer(ClassifierMixin, BaseEstimator):
     logistic fit ``calibrator_``; for a feature, ``direction_``.
     """
 
-    def __init__(self, kind: str = "logistic", weight_decay="auto", max_epochs: int = 50):
+    def __init__(
+        self,
+        kind: str = "logistic",
+        weight_decay="auto",
+        max_epochs: int = 50,
+        direction: float | None = None,
+    ):
         self.kind = kind
         self.weight_decay = weight_decay
         self.max_epochs = max_epochs
+        self.direction = direction
 
     def fit(self, train: StepArrays, calib: StepArrays, *, logger=False) -> StepScorer:
         """Fit on ``train``'s labelled steps; calibrate on ``calib`` (steps and solutions).
@@ -149,8 +157,12 @@ class StepScorer(ClassifierMixin, BaseEstimator):
             if X.shape[1] != 1:
                 raise ValueError(f"kind 'feature' reads one column, got {X.shape[1]}")
             x = self._filled(X)[:, 0]
-            self.direction_ = 1.0 if auroc(x, y) >= 0.5 else -1.0
-            platt = PlattScaling().fit(self.direction_ * Xc[:, 0], yc)
+            if self.direction is not None:
+                self.direction_ = float(np.sign(self.direction))
+            else:
+                self.direction_ = 1.0 if auroc(x, y) >= 0.5 else -1.0
+            # The sign (given, or chosen on train) is kept: calib only scales it.
+            platt = PlattScaling(increasing=True).fit(self.direction_ * Xc[:, 0], yc)
             coef = platt.coef_ * self.direction_
             self.mean_ = self.impute_.copy()
             self.std_ = np.ones(1)
