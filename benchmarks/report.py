@@ -46,7 +46,7 @@ MARK = "<!-- generated below by benchmarks/report.py -->"
 def step_section(name: str, folder: Path) -> str:
     """The localisation tables of one experiment with per-step features."""
     steps = json.loads((folder / "metrics.json").read_text())["steps"]
-    cv = "fold" in steps["evaluation"]
+    cv = bool(steps.get("folds"))
     lines = [
         f"## {name}",
         "",

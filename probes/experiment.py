@@ -385,7 +385,7 @@ def run_steps(cfg: ExperimentConfig, store, tracker: Tracker, out_dir: Path, res
         path = bundle.save(out_dir / "bundles-steps" / spec.name)
         meta = {"scorer": spec.name, "store": artifact, "fit": fit, "test_metrics": row}
         tracker.log_artifact(path, f"step-scorer-{cfg.name}-{spec.name}", "model", meta)
-    prefix = "steps/cv" if "fold" in result["evaluation"] else "steps/test"
+    prefix = "steps/cv" if result["folds"] else "steps/test"
     tracker.log_summary(
         {f"{prefix}/{s}/{k}": v for s, row in result["scorers"].items() for k, v in row.items()}
     )

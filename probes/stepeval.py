@@ -288,7 +288,8 @@ def evaluate_steps(
         logger_for: ``name -> Lightning logger or False`` for the single split's fits.
 
     Returns:
-        A dict: ``evaluation`` (what was measured), ``scorers`` (metrics with intervals),
+        A dict: ``evaluation`` (what was measured, as a line), ``folds`` (0: the single
+        split), ``scorers`` (metrics with intervals),
         ``paired``, ``split_scorers`` (the single split's test metrics), ``fitted`` (the
         single split's scorers, for export), ``predictions`` (per step, evaluated records).
     """
@@ -326,6 +327,7 @@ def evaluate_steps(
         fold_of = np.full(len(te), -1)
     return {
         "evaluation": _evaluation_text(k, evaluated),
+        "folds": k,
         "scorers": metrics,
         "paired": paired,
         "split_scorers": split_metrics,

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from probes.stepeval import STEP_SCORERS
 from probes.store import FeatureStore
 from tests.stores import assert_same_store
 
@@ -94,7 +95,9 @@ def test_ddp_experiment_writes_once_and_equals_one_process(one_and_two):
         assert {w["rank"] for w in writes} == {"0"}, writes  # nothing from rank 1
         kinds = [w["what"] for w in writes]
         assert kinds.count("splits") == 1 and kinds.count("wandb") == 1
-        assert kinds.count("bundle") == 2  # one per scorer
+        # One per scorer, and one per logistic step scorer (the tiny config has steps).
+        step_bundles = sum(s.kind == "logistic" for s in STEP_SCORERS)
+        assert kinds.count("bundle") == 2 + step_bundles
     assert len(list(two.rglob("offline-run-*"))) == 1
     assert len(list((two / "results" / "tiny").iterdir())) == 2  # one run folder + latest
     (one_store,) = (one / "stores").iterdir()
